@@ -1,0 +1,243 @@
+"""Platform tests: metrics, checkpoints, Trainer (resume, NaN, splits), recipes and the CLI contract.
+
+They use a tiny rule defined here (a perceptron-like prototype learner) and a synthetic dataset, so
+they test the platform and nothing rule-specific.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from snnlearn import cli, train
+from snnlearn.arch import ArchitectureError, parse_arch
+from snnlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from snnlearn.data import ArrayDataset
+from snnlearn.metrics import MetricAccumulator, score_decision
+from snnlearn.rules import RULES, Decision, Rule
+
+
+class PrototypeRule(Rule):
+    """Moves class prototypes towards samples: enough to learn the synthetic task."""
+
+    name = "prototype"
+
+    @classmethod
+    def default_hparams(cls, variant):
+        return {"lr": 0.1, "explode": False}
+
+    def __init__(self, arch, input_shape, n_classes, **kw):
+        super().__init__(arch, input_shape, n_classes, **kw)
+        n_in = math.prod(self.input_shape)
+        self.protos = torch.rand(n_classes, n_in, generator=self.generator, device=self.device)
+        self.seen = 0
+
+    def learn(self, x, y):
+        x = x.flatten(1)
+        for xi, yi in zip(x, y):
+            self.protos[yi] += self.hparams["lr"] * (xi - self.protos[yi])
+        if self.hparams["explode"]:
+            self.protos[0, 0] = float("nan")
+        self.seen += len(y)
+        return {"seen": float(len(y))}
+
+    def predict(self, x):
+        s = -torch.cdist(x.flatten(1), self.protos)
+        return Decision(scores=s, silent=torch.zeros(len(x), dtype=torch.bool), reference_scores=s,
+                        stats={"norm": x.flatten(1).norm(dim=1)})
+
+    def state_tensors(self):
+        return {"protos": self.protos}
+
+    def load_state_tensors(self, t):
+        self.protos = t["protos"].to(self.device).clone()
+
+    def state_json(self):
+        return {"seen": self.seen}
+
+    def load_state_json(self, s):
+        self.seen = s["seen"]
+
+
+def synthetic(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    centers = torch.tensor([[40, 200, 40, 200], [200, 40, 200, 40], [200, 200, 40, 40]])
+    noise = torch.randint(-30, 31, (n, 4), generator=g)
+    x = (centers[labels] + noise).clamp(0, 255).to(torch.uint8).view(n, 1, 2, 2)
+    return ArrayDataset(inputs=x, labels=labels, classes=["a", "b", "c"], name="synthetic")
+
+
+@pytest.fixture
+def toy(monkeypatch, tmp_path):
+    monkeypatch.setitem(RULES, "prototype", f"{__name__}:PrototypeRule")
+    monkeypatch.setattr(train, "load_dataset", lambda name, split, root=None, **o: synthetic(300 if split == "train" else 90, 0 if split == "train" else 1))
+    recipe = {"name": "toy", "rule": "prototype", "variant": "paper", "dataset": "synthetic", "arch": "4-3",
+              "epochs": 3, "batch_size": 1, "val_size": 60, "shuffle": True, "seed": 0}
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def test_strict_metric_counts_ties_and_silence_wrong():
+    scores = torch.tensor([[3.0, 1.0, 0.0], [2.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.0, 5.0, 1.0]])
+    silent = torch.tensor([False, False, True, False])
+    d = Decision(scores=scores, silent=silent, reference_scores=scores, reference_ties_correct=True)
+    out = score_decision(d, torch.tensor([0, 1, 0, 2]))
+    assert out.strict_correct.tolist() == [True, False, False, False]
+    assert out.tie.tolist() == [False, True, False, False]
+    assert out.reference_correct.tolist() == [True, True, True, False]
+    d2 = Decision(scores=scores, silent=silent, reference_scores=scores, reference_ties_correct=False)
+    assert score_decision(d2, torch.tensor([0, 1, 0, 2])).reference_correct.tolist() == [True, False, True, False]
+
+
+def test_accumulator_rates_and_confusion():
+    acc = MetricAccumulator(n_classes=2)
+    s = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    acc.update(Decision(s, torch.tensor([False, False, True]), s, stats={"t": torch.tensor([1.0, 2.0, 3.0])}), torch.tensor([0, 0, 1]))
+    r = acc.result()
+    assert r["accuracy"] == pytest.approx(1 / 3)
+    assert r["tie_rate"] == pytest.approx(1 / 3) and r["silent_rate"] == pytest.approx(1 / 3)
+    assert r["confusion"] == [[1, 0, 1], [0, 0, 1]]
+    assert r["stats"]["t"] == pytest.approx(2.0)
+
+
+def test_decision_validates_shapes():
+    with pytest.raises(ValueError):
+        Decision(torch.zeros(3, 2), torch.zeros(2, dtype=torch.bool), torch.zeros(3, 2))
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def test_checkpoint_roundtrip_and_atomic(tmp_path):
+    t = {"w": torch.arange(6.0).view(2, 3), "g": torch.tensor([1, 2], dtype=torch.uint8)}
+    save_checkpoint(tmp_path / "ck", t, {"epoch": 3})
+    save_checkpoint(tmp_path / "ck", {"w": t["w"] * 2}, {"epoch": 4})
+    back, state = load_checkpoint(tmp_path / "ck")
+    assert state["epoch"] == 4 and torch.equal(back["w"], t["w"] * 2)
+    assert not (tmp_path / "ck.tmp").exists() and not (tmp_path / "ck.old").exists()
+    (tmp_path / "ck" / "tensors.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "ck")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "missing")
+
+
+# ----------------------------------------------------------------------------------------- arch
+def test_parse_arch():
+    a = parse_arch("28x28-40C5-P2-1000-10")
+    assert a.input_shape == (1, 28, 28) and a.layers[1].out_shape == (40, 12, 12) and a.n_outputs == 10
+    assert parse_arch("784-400-10", (1, 28, 28)).linear_sizes == [784, 400, 10]
+    assert parse_arch("15C5-P2-40C5-P2-300-10", (1, 28, 28)).layers[3].out_shape == (40, 4, 4)
+    assert parse_arch("32C5p2-P2", (1, 28, 28)).layers[0].out_shape == (32, 28, 28)
+    with pytest.raises(ArchitectureError):
+        parse_arch("784-400-10", (3, 32, 32))
+    with pytest.raises(ArchitectureError):
+        parse_arch("28x28-40Q5-10")
+
+
+# ---------------------------------------------------------------------------------------- trainer
+def test_train_summary_and_resume_is_exact(toy, tmp_path, capsys):
+    full = tmp_path / "full"
+    assert cli.main(["train", str(toy), "--out", str(full), "--device", "cpu"]) == 0
+    summary = json.loads((full / "summary.json").read_text())
+    for key in ("recipe", "rule", "variant", "epochs", "test_accuracy", "test_accuracy_reference", "tie_rate",
+                "silent_rate", "best_val_accuracy", "train_samples_per_second", "eval_samples_per_second", "wall_seconds"):
+        assert key in summary, key
+    assert summary["epochs"] == 3 and summary["test_accuracy"] > 0.9
+    lines = (full / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+
+    # A run killed after 2 epochs, resumed, ends where the uninterrupted one did.
+    part = tmp_path / "part"
+    assert cli.main(["train", str(toy), "--out", str(part), "--epochs", "2", "--device", "cpu"]) == 0
+    assert cli.main(["train", str(toy), "--out", str(part), "--device", "cpu"]) == 2  # refuses to overwrite
+    assert cli.main(["train", str(toy), "--out", str(part), "--epochs", "3", "--resume", "--device", "cpu"]) == 0
+    a, _ = load_checkpoint(full / "checkpoint" / "last")
+    b, _ = load_checkpoint(part / "checkpoint" / "last")
+    assert torch.equal(a["protos"], b["protos"])
+    assert len((part / "metrics.jsonl").read_text().splitlines()) == 3
+
+    assert cli.main(["eval", str(full)]) == 0
+    assert "strict accuracy" in capsys.readouterr().out
+
+
+def test_seeds_give_mean_and_std(toy, tmp_path):
+    out = tmp_path / "multi"
+    assert cli.main(["train", str(toy), "--out", str(out), "--seeds", "0,1", "--epochs", "1", "--device", "cpu"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["seeds"] == [0, 1] and "test_accuracy_std" in s
+    assert (out / "seed0" / "summary.json").exists() and (out / "seed1" / "summary.json").exists()
+
+
+def test_nan_is_caught(toy, tmp_path, capsys):
+    rc = cli.main(["train", str(toy), "--out", str(tmp_path / "nan"), "--set", "explode=true", "--device", "cpu"])
+    assert rc == 2 and "NaN" in capsys.readouterr().err
+
+
+def test_same_seed_same_result(toy, tmp_path):
+    for name in ("r1", "r2"):
+        assert cli.main(["train", str(toy), "--out", str(tmp_path / name), "--epochs", "1", "--device", "cpu"]) == 0
+    a, _ = load_checkpoint(tmp_path / "r1" / "checkpoint" / "last")
+    b, _ = load_checkpoint(tmp_path / "r2" / "checkpoint" / "last")
+    assert torch.equal(a["protos"], b["protos"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "no-such-recipe"], "unknown recipe"),
+        (["train", "{toy}", "--set", "nokey"], "key=value"),
+        (["train", "{toy}", "--set", "bogus=1"], "unknown key"),
+        (["train", "{toy}", "--set", "variant=nope"], "unknown variant"),
+        (["train", "{toy}", "--set", "batch_size=0"], "batch_size"),
+        (["train", "{toy}", "--device", "cuda"] if not torch.cuda.is_available() else ["train", "{toy}", "--device", "tpu"], "device"),
+        (["eval", "/nonexistent/run"], "not a run directory"),
+        (["analyze", "no-such-analysis"], "unknown analysis"),
+    ],
+)
+def test_cli_errors_are_messages_not_tracebacks(toy, argv, message, capsys):
+    argv = [a.replace("{toy}", str(toy)) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_cli_rejects_bad_numbers(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "x", "--epochs", "-1"])
+    with pytest.raises(SystemExit):
+        cli.main(["train", "x", "--seeds", "a,b"])
+
+
+def test_set_parses_yaml_values_and_dotted_keys():
+    o = train.parse_overrides(["lr=0.5", "dataset_options.n_frames=30", "flag=true", "sizes=[1, 2]"])
+    assert o == {"lr": 0.5, "dataset_options": {"n_frames": 30}, "flag": True, "sizes": [1, 2]}
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    assert torch.equal(train.epoch_order(10, 0, 3, True), train.epoch_order(10, 0, 3, True))
+    assert not torch.equal(train.epoch_order(50, 0, 3, True), train.epoch_order(50, 0, 4, True))
+    assert torch.equal(train.epoch_order(5, 0, 0, False), torch.arange(5))
+
+
+def test_every_shipped_recipe_validates():
+    recipes = train.list_recipes()
+    assert recipes, "no recipes shipped"
+    for name in recipes:
+        cfg = train.load_recipe(name)
+        assert cfg["name"] == name
+        assert cfg.get("paper_result"), f"{name} lacks paper_result"
+        assert cfg.get("description"), f"{name} lacks description"
+
+
+def test_recipes_command_lists_them(capsys):
+    assert cli.main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in train.list_recipes():
+        assert name in out
