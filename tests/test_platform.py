@@ -136,7 +136,7 @@ def test_parse_arch():
     assert parse_arch("15C5-P2-40C5-P2-300-10", (1, 28, 28)).layers[3].out_shape == (40, 4, 4)
     assert parse_arch("32C5p2-P2", (1, 28, 28)).layers[0].out_shape == (32, 28, 28)
     with pytest.raises(ArchitectureError):
-        parse_arch("784-400-10", (3, 32, 32))
+        parse_arch("28x28-400-10", (3, 32, 32))
     with pytest.raises(ArchitectureError):
         parse_arch("28x28-40Q5-10")
 

@@ -174,12 +174,21 @@ def prepare_data(
             raise ValueError(f"val_size {val_size} leaves no training data ({len(full)} samples)")
         train, val = split_train_val(full, val_size, seed=seed) if val_size > 0 else (full, None)
     if limit_train is not None:
-        train = train.subset(torch.arange(min(limit_train, len(train))))
+        train = _limited(train, limit_train)
     if limit_test is not None:
-        test = test.subset(torch.arange(min(limit_test, len(test))))
+        test = _limited(test, limit_test)
         if val is not None:
-            val = val.subset(torch.arange(min(limit_test, len(val))))
+            val = _limited(val, limit_test)
     return train, val, test
+
+
+def _limited(ds: ArrayDataset, n: int) -> ArrayDataset:
+    """A fixed random subset of ``n`` samples kept in dataset order (datasets stored by class, such
+    as the CIFAR-10 JPEG copy or Caltech, would otherwise give a one-class prefix)."""
+    if n >= len(ds):
+        return ds
+    pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]
+    return ds.subset(pick.sort().values)
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
