@@ -165,6 +165,8 @@ def test_train_summary_and_resume_is_exact(toy, tmp_path, capsys):
 
     assert cli.main(["eval", str(full)]) == 0
     assert "strict accuracy" in capsys.readouterr().out
+    assert cli.main(["report", str(full)]) == 0
+    assert "| toy | paper | 3 |" in capsys.readouterr().out
 
 
 def test_seeds_give_mean_and_std(toy, tmp_path):

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--limit-test", type=_positive)
 
+    r = sub.add_parser("report", help="print finished runs as a markdown table (for docs/results.md)")
+    r.add_argument("run_dirs", nargs="+")
+
     a = sub.add_parser("analyze", help="run an analysis (plots + CSV); `snnlearn analyze list` lists them")
     a.add_argument("name")
     a.add_argument("run_dir", nargs="?")
@@ -154,6 +157,25 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    print("| recipe | variant | epochs | strict test (final) | reference-compatible | ties | silent | best val (epoch) | test at best val | train samples/s | wall | paper |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for run in args.run_dirs:
+        path = Path(run) / "summary.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run} has no summary.json (the run did not finish; its metrics.jsonl has the epochs done)")
+        s = json.loads(path.read_text())
+        pm = lambda k: (f"{100 * s[k]:.2f}" + (f" ± {100 * s[k + '_std']:.2f}" if s.get(k + "_std") is not None else "")) if s.get(k) is not None else "n/a"
+        best = f"{pm('best_val_accuracy')} ({s.get('best_epoch')})" if s.get("best_val_accuracy") is not None else "n/a"
+        at_best = s.get("test_at_best_val")
+        at_best = f"{100 * at_best['accuracy']:.2f}" if at_best else (pm("test_accuracy_at_best_val") if s.get("test_accuracy_at_best_val") is not None else "n/a")
+        cut = "" if s["epochs"] >= s.get("epochs_requested", s["epochs"]) else f" of {s['epochs_requested']}"
+        print(f"| {s['recipe']} | {s['variant']} | {s['epochs']}{cut} | {pm('test_accuracy')} | {pm('test_accuracy_reference')} | "
+              f"{pm('tie_rate')} | {pm('silent_rate')} | {best} | {at_best} | {s['train_samples_per_second']:.0f} | "
+              f"{s['wall_seconds'] / 60:.1f} min | {s.get('paper_result') or ''} |")
+    return 0
+
+
 def cmd_analyze(args) -> int:
     from .analyses import get_analysis, list_analyses
     from .train import parse_overrides
@@ -177,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"recipes": cmd_recipes, "train": cmd_train, "eval": cmd_eval, "analyze": cmd_analyze}
+    handlers = {"recipes": cmd_recipes, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "analyze": cmd_analyze}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
