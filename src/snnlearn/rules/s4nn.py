@@ -1,0 +1,944 @@
+"""S4NN: temporal backpropagation for single-spike IF networks (Kheradpisheh & Masquelier 2020).
+
+Network (paper §2.2). Any number of fully connected layers of non-leaky integrate-and-fire
+neurons with instantaneous synapses, on an integer time grid ``0..t_max``. Every neuron fires at
+most once. Weights are stored in ``(in, out)`` layout (``W[l][i, j]`` = synapse from neuron ``i``
+of layer ``l-1`` to neuron ``j`` of layer ``l``), so the row of one presynaptic neuron is contiguous.
+
+Notation: ``t_i`` presynaptic firing time, ``t_j`` postsynaptic, ``d`` the per-layer delay (0 or 1),
+``θ`` the threshold, ``g`` the error signal in "e-space" (``g = -δ`` of the paper, Eq. 14), ``c``
+the weight-decay factor.
+
+Forward, both variants (Eqs. 1-4)
+----------------------------------
+1. Eq. 1: ``t = ⌊(255 − I)·t_max/255⌋`` (``input_rounding="floor"``, the authors' code; ``"round"``
+   is the nearest-integer reading of Eq. 1's bracket). Black pixels fire at ``t_max``.
+2. Eq. 3: ``V_j(s) = Σ_i w_ij [t_i ≤ s]`` (the sum of Eq. 3 starts at τ = 1 in print; we let a
+   spike at 0 count, as the code does). The potential only changes at presynaptic spike times,
+   so it is accumulated event by event in time order (inputs sorted by time, ties in index order).
+3. Eq. 4: the neuron fires at the first slot ``s`` with ``V_j(s) ≥ θ`` (``threshold_test=">="``,
+   paper) or ``V_j(s) > θ`` (``">"``, code); its firing time is ``s + d`` (``per_layer_delay``
+   ``d = 0`` paper, ``d = 1`` code), clamped to ``t_max``.
+4. A neuron without a real spike (``t_j ≥ t_max``) gets a fake spike at ``t_max`` (§2.2). A spike
+   at ``t_max`` never influences anything: it could only make a neuron cross at ``t_max`` or later,
+   which is the same as being silent. So presynaptic spikes at ``t ≥ t_max − d`` are skipped in
+   the forward pass, and (point 8) a spike at ``t_max`` is never causal.
+
+Decision (§2.2): the first output neuron to fire; scores are ``−t``; a sample whose outputs are
+all silent has no decision (``silent``). The authors' evaluation (``reference_scores``) uses, for
+all-silent samples, the output potential at slot ``t_max − 3`` (argmax), and counts ties correct.
+
+Learning, one sample (``learn`` with B = 1), in this order
+-----------------------------------------------------------
+5. Targets, Eqs. 17-18: ``τ = min_j t^o_j``. If ``τ = t_max`` (all silent): ``T_j = t_max``,
+   ``T_label = t_max − γ`` (Eq. 18). Else ``T_j = t^o_j``; ``T_j = τ + γ`` for every ``j`` with
+   ``t^o_j − τ < γ`` (clamped to ``t_max`` if ``target_clamp``, as the code does); then
+   ``T_label = τ`` (the label is written last).
+6. Error, Eq. 9: ``e_j = (T_j − t^o_j)/t_max``; loss Eq. 10 ``½‖e‖²``; ``g^o = e`` (``δ^o = −e``,
+   Eq. 14).
+7. Normalisation, Eq. 16, of every layer's ``g`` before it is used: ``"l2"`` ``g/‖g‖₂`` (code);
+   ``"sum_abs"`` ``g/Σ|g|`` (paper variant default, see below); ``"sum"`` the literal
+   ``δ/Σ_i δ_i``, i.e. ``g ← g/(−Σ g)``; ``"none"``. A zero denominator leaves ``g`` unchanged.
+8. Causality, Eqs. 8 and 15: ``m(t_i, t_j) = [t_i + d ≤ t_j] ∧ [t_i < t_max]`` (paper ``d = 0``:
+   ``t_i ≤ t_j``; code ``d = 1``: ``t_i < t_j``).
+9. From the top layer down, for layer ``l`` with presynaptic layer ``l−1``:
+   a. Eq. 13 with Eq. 11: ``Δw_ij = −η_l · g_j · m(t_i, t_j)``, only for neurons with a real
+      spike ``t_j < t_max`` (paper: the gradient is 0 for ``t_j = t_max``) or for every neuron
+      (``update_silent=True``, code).
+   b. Regularisation: ``weight_decay_mode="loss"`` (paper: the term ``λΣw²`` in the loss, gradient
+      ``2λw`` in the same SGD step): ``w ← w·(1 − 2ηλ) + Δw``; ``"post"`` (code: decay after the
+      layer's update): ``w ← (w + Δw)·(1 − ηλ)``. Every weight of the layer decays, every sample.
+   c. Eq. 15 for the layer below: ``g^{l−1}_i = Σ_j g^l_j · w_ij · m(t_i, t_j)``, with the
+      layer's original weights (``hidden_delta_from="original"``, paper/backprop) or its already
+      updated and decayed weights (``"updated"``, code); then normalised (7).
+10. Firing counts: each neuron's number of samples with a real spike is accumulated over the
+    epoch's ``learn`` calls. ``end_epoch``: a neuron is dead if its count is below
+    ``dead_neuron_fraction`` × (samples seen), or zero; a dead neuron's incoming weights are
+    re-drawn from its layer's initial distribution; the counts restart. ``dead_neuron_layers``
+    says which layers are checked (``"all"`` or ``"hidden"``).
+
+Mini-batch (``learn`` with B > 1): every sample's update of step 9 is computed from the same
+frozen weights (forward and ``W_eff`` of 9c included) and the mean ``Δw`` is applied once, with
+one decay. B = 1 is exactly the per-sample algorithm.
+
+Variants (``default_hparams``)
+------------------------------
+==========================  =====================  ==========================================
+hyperparameter              ``paper``              ``reference`` (SRKH/S4NN ``S4NN.py``)
+==========================  =====================  ==========================================
+threshold_test              ``>=`` (Eq. 4)         ``>``
+per_layer_delay             0                      1 (time = crossing slot + 1)
+normalisation               ``sum_abs`` (Eq. 16)   ``l2``
+update_silent               False (Eqs. 8, 13)     True
+hidden_delta_from           ``original``           ``updated`` (post-update, post-decay)
+weight_decay_mode           ``loss`` (2ηλ)         ``post`` (ηλ, after each layer's update)
+init_ranges                 [0,5], [0,50]…         [0,5], [0,48]…
+target_clamp                False (Eq. 17)         True (``min(τ+γ, t_max)``)
+dead_neuron_fraction        0 (no real spike)      0.001 (< 0.1 % of the images)
+dead_neuron_layers          ``all``                ``hidden``
+==========================  =====================  ==========================================
+
+Eq. 16 prints ``δ_j/Σ_i δ_i``. Taken literally (signed sum) the update flips direction whenever
+``Σδ < 0`` — e.g. whenever the label neuron already fires first and a competitor is within γ —
+so the paper variant reads the sum as a sum of magnitudes (``sum_abs``); ``"sum"`` keeps the
+literal form for experiments. Note also that through (8) a silent *hidden* neuron always has
+``g = 0`` in both variants (``[t_max < t_k]`` never holds), so ``update_silent`` only matters for
+output neurons, whose error is defined directly by Eqs. 9, 17, 18.
+
+Implementation: on the CPU a numba kernel runs the per-sample algorithm event by event (inputs
+counting-sorted by time, potentials accumulated row by row, first crossing checked at each
+distinct input time, updates restricted to the rows of presynaptic neurons that spiked before
+``t_max``). Without numba, and on CUDA, a batched torch path does the same with sort + gather +
+cumsum over the (padded) active inputs of each sample. Both paths are tested against the literal
+loop reference in ``tests/s4nn_reference.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..arch import parse_arch
+from ..encoding import time_to_first_spike
+from .base import Decision, Rule
+
+try:  # optional CPU accelerator
+    import numba as _numba
+
+    HAVE_NUMBA = True
+except Exception:  # pragma: no cover - depends on the environment
+    _numba = None
+    HAVE_NUMBA = False
+
+_NORMS = {"none": 0, "l2": 1, "sum_abs": 2, "sum": 3}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# iparams layout for the kernels
+_I_TMAX, _I_DELAY, _I_STRICT, _I_NORM, _I_SILENT, _I_UPDATED, _I_LOSSDECAY, _I_CLAMP = range(8)
+
+
+# ---------------------------------------------------------------------------------------------
+# numba kernels (CPU)
+# ---------------------------------------------------------------------------------------------
+if HAVE_NUMBA:
+    _njit = _numba.njit(cache=True, nogil=True, fastmath=False)
+
+    @_njit
+    def _nb_csort(t, limit, order, hist):  # pragma: no cover - compiled
+        """Stable counting sort of the indices i with t[i] < limit, by t. Returns their number."""
+        for s in range(limit + 1):
+            hist[s] = 0
+        n = 0
+        for i in range(t.shape[0]):
+            ti = t[i]
+            if ti < 0:
+                raise ValueError("negative spike time: pass the output of S4NN.encode")
+            if ti < limit:
+                hist[ti + 1] += 1
+                n += 1
+        for s in range(limit):
+            hist[s + 1] += hist[s]
+        for i in range(t.shape[0]):
+            ti = t[i]
+            if ti < limit:
+                order[hist[ti]] = i
+                hist[ti] += 1
+        return n
+
+    @_njit
+    def _nb_layer_fwd(tin, order, n, W, theta, strict, d, t_max, tout, V):  # pragma: no cover
+        """First-spike times of one layer (Eqs. 3-4), event by event over the sorted inputs."""
+        nout = W.shape[1]
+        for j in range(nout):
+            V[j] = 0.0
+            tout[j] = t_max
+        remaining = nout
+        k = 0
+        while k < n:
+            s = tin[order[k]]
+            if s + d >= t_max:
+                break
+            while k < n:
+                i = order[k]
+                if tin[i] != s:
+                    break
+                row = W[i]
+                for j in range(nout):
+                    V[j] += row[j]
+                k += 1
+            ts = s + d
+            fired = 0
+            if strict:
+                for j in range(nout):
+                    if tout[j] == t_max and V[j] > theta:
+                        tout[j] = ts
+                        fired += 1
+            else:
+                for j in range(nout):
+                    if tout[j] == t_max and V[j] >= theta:
+                        tout[j] = ts
+                        fired += 1
+            remaining -= fired
+            if remaining == 0:
+                break
+
+    @_njit
+    def _nb_forward_sample(x, flat, offs, sizes, tbase, theta, ip, times, order, hist, V):  # pragma: no cover
+        t_max = ip[_I_TMAX]
+        d = ip[_I_DELAY]
+        strict = ip[_I_STRICT] != 0
+        n0 = sizes[0]
+        for i in range(n0):
+            times[i] = x[i]
+        L = offs.shape[0]
+        for l in range(L):
+            nin = sizes[l]
+            nout = sizes[l + 1]
+            W = flat[offs[l] : offs[l] + nin * nout].reshape((nin, nout))
+            tin = times[tbase[l] : tbase[l] + nin]
+            tout = times[tbase[l + 1] : tbase[l + 1] + nout]
+            n = _nb_csort(tin, t_max - d, order, hist)
+            _nb_layer_fwd(tin, order, n, W, theta[l], strict, d, t_max, tout, V)
+
+    @_njit
+    def _nb_normalise(g, mode):  # pragma: no cover
+        s = 0.0
+        if mode == 1:
+            for j in range(g.shape[0]):
+                s += g[j] * g[j]
+            s = math.sqrt(s)
+        elif mode == 2:
+            for j in range(g.shape[0]):
+                s += abs(g[j])
+        elif mode == 3:
+            for j in range(g.shape[0]):
+                s -= g[j]  # Σ δ = −Σ g
+        else:
+            return
+        if s != 0.0:
+            for j in range(g.shape[0]):
+                g[j] = g[j] / s
+
+    @_njit
+    def _nb_backward_sample(
+        label, flat, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, g, T, a, order, hist, stats
+    ):  # pragma: no cover
+        """Targets, errors, deltas and weight updates of one sample (steps 5-9 of the docstring).
+
+        inplace: update ``flat`` (per-sample SGD); else add the sample's Δw to ``dW`` (mini-batch)."""
+        t_max = ip[_I_TMAX]
+        d = ip[_I_DELAY]
+        norm = ip[_I_NORM]
+        upd_silent = ip[_I_SILENT] != 0
+        from_updated = ip[_I_UPDATED] != 0
+        loss_decay = ip[_I_LOSSDECAY] != 0
+        clamp = ip[_I_CLAMP] != 0
+        L = offs.shape[0]
+        C = sizes[L]
+        if label < 0 or label >= C:
+            raise ValueError("label out of range")
+        to = times[tbase[L] : tbase[L] + C]
+        # ---- targets (Eqs. 17-18)
+        tau = t_max
+        for j in range(C):
+            if to[j] < tau:
+                tau = to[j]
+        if tau >= t_max:
+            for j in range(C):
+                T[j] = t_max
+            T[label] = t_max - gamma
+        else:
+            for j in range(C):
+                T[j] = to[j]
+                if to[j] - tau < gamma:
+                    T[j] = min(tau + gamma, t_max) if clamp else tau + gamma
+            T[label] = tau
+        # ---- error (Eq. 9), loss (Eq. 10), strict correctness
+        gl = g[gbase[L - 1] : gbase[L - 1] + C]
+        loss = 0.0
+        for j in range(C):
+            gl[j] = (T[j] - to[j]) / t_max
+            loss += 0.5 * gl[j] * gl[j]
+        correct = 1.0 if tau < t_max and to[label] == tau else 0.0
+        if correct > 0:
+            for j in range(C):
+                if j != label and to[j] == tau:
+                    correct = 0.0
+        stats[0] = loss
+        stats[1] = correct
+        stats[2] = 1.0 if tau >= t_max else 0.0
+        _nb_normalise(gl, norm)
+        # ---- layers from the top (Eqs. 13, 15, 16 and the L2 term)
+        for l in range(L - 1, -1, -1):
+            nin = sizes[l]
+            nout = sizes[l + 1]
+            W = flat[offs[l] : offs[l] + nin * nout].reshape((nin, nout))
+            tpre = times[tbase[l] : tbase[l] + nin]
+            tpost = times[tbase[l + 1] : tbase[l + 1] + nout]
+            gq = g[gbase[l] : gbase[l] + nout]
+            c = cdec[l]
+            eta = lr[l]
+            for k in range(nout):
+                a[k] = eta * gq[k] if (upd_silent or tpost[k] < t_max) else 0.0
+            gp = g[gbase[l - 1] : gbase[l - 1] + nin] if l > 0 else g[0:0]
+            if l > 0 and not from_updated:  # Eq. 15 with the original weights
+                for i in range(nin):
+                    ti = tpre[i]
+                    acc = 0.0
+                    if ti < t_max:
+                        for k in range(nout):
+                            if ti + d <= tpost[k]:
+                                acc += gq[k] * W[i, k]
+                    gp[i] = acc
+            if inplace:
+                for i in range(nin):
+                    ti = tpre[i]
+                    row = W[i]
+                    if ti < t_max:
+                        if loss_decay:
+                            for k in range(nout):
+                                row[k] = row[k] * c - (a[k] if ti + d <= tpost[k] else 0.0)
+                        else:
+                            for k in range(nout):
+                                row[k] = (row[k] - (a[k] if ti + d <= tpost[k] else 0.0)) * c
+                    elif c != 1.0:
+                        for k in range(nout):
+                            row[k] = row[k] * c
+                if l > 0 and from_updated:
+                    for i in range(nin):
+                        ti = tpre[i]
+                        acc = 0.0
+                        if ti < t_max:
+                            for k in range(nout):
+                                if ti + d <= tpost[k]:
+                                    acc += gq[k] * W[i, k]
+                        gp[i] = acc
+            else:
+                D = dW[offs[l] : offs[l] + nin * nout].reshape((nin, nout))
+                n = _nb_csort(tpre, t_max, order, hist)
+                for r in range(n):
+                    i = order[r]
+                    ti = tpre[i]
+                    Drow = D[i]
+                    for k in range(nout):
+                        if ti + d <= tpost[k]:
+                            Drow[k] -= a[k]
+                if l > 0 and from_updated:  # Eq. 15 with this sample's updated weights
+                    for i in range(nin):
+                        ti = tpre[i]
+                        acc = 0.0
+                        if ti < t_max:
+                            for k in range(nout):
+                                if ti + d <= tpost[k]:
+                                    if loss_decay:
+                                        w = W[i, k] * c - a[k]
+                                    else:
+                                        w = (W[i, k] - a[k]) * c
+                                    acc += gq[k] * w
+                        gp[i] = acc
+            if l > 0:
+                _nb_normalise(gp, norm)
+
+    @_njit
+    def _nb_learn(
+        x, y, flat, dW, offs, sizes, tbase, gbase, theta, lr, cdec, gamma, ip, counts, out_times, out_g, out_T, out_stats
+    ):  # pragma: no cover
+        B = x.shape[0]
+        ntot = out_times.shape[1]
+        nmax = 0
+        for l in range(sizes.shape[0]):
+            nmax = max(nmax, sizes[l])
+        t_max = ip[_I_TMAX]
+        order = np.empty(nmax, np.int64)
+        hist = np.empty(t_max + 2, np.int64)
+        V = np.empty(nmax, flat.dtype)
+        a = np.empty(nmax, np.float64)
+        inplace = B == 1
+        for b in range(B):
+            times = out_times[b]
+            _nb_forward_sample(x[b], flat, offs, sizes, tbase, theta, ip, times, order, hist, V)
+            for q in range(sizes[0], ntot):
+                if times[q] < t_max:
+                    counts[q - sizes[0]] += 1
+            _nb_backward_sample(
+                y[b], flat, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, out_g[b], out_T[b], a,
+                order, hist, out_stats[b],
+            )
+        if not inplace:
+            loss_decay = ip[_I_LOSSDECAY] != 0
+            inv = 1.0 / B
+            L = offs.shape[0]
+            for l in range(L):
+                c = cdec[l]
+                for q in range(offs[l], offs[l] + sizes[l] * sizes[l + 1]):
+                    if loss_decay:
+                        flat[q] = flat[q] * c + dW[q] * inv
+                    else:
+                        flat[q] = (flat[q] + dW[q] * inv) * c
+
+    @_njit
+    def _nb_predict(x, lo, hi, flat, offs, sizes, tbase, theta, ip, slot, out_times, out_counts, out_v):  # pragma: no cover
+        """Forward of samples lo..hi-1, then the decision statistics: per layer the number of real
+        spikes at or before the first output spike, and the output potential at ``slot`` (the
+        authors' all-silent fallback). Releases the GIL; ``predict`` runs chunks in threads."""
+        nmax = 0
+        for l in range(sizes.shape[0]):
+            nmax = max(nmax, sizes[l])
+        t_max = ip[_I_TMAX]
+        L = offs.shape[0]
+        nin = sizes[L - 1]
+        C = sizes[L]
+        order = np.empty(nmax, np.int64)
+        hist = np.empty(t_max + 2, np.int64)
+        V = np.empty(nmax, flat.dtype)
+        W = flat[offs[L - 1] : offs[L - 1] + nin * C].reshape((nin, C))
+        for b in range(lo, hi):
+            times = out_times[b]
+            _nb_forward_sample(x[b], flat, offs, sizes, tbase, theta, ip, times, order, hist, V)
+            tau = t_max
+            for q in range(tbase[L], tbase[L] + C):
+                if times[q] < tau:
+                    tau = times[q]
+            for l in range(L + 1):
+                n = 0
+                for q in range(tbase[l], tbase[l + 1]):
+                    if times[q] < t_max and times[q] <= tau:
+                        n += 1
+                out_counts[b, l] = n
+            v = out_v[b]
+            for k in range(C):
+                v[k] = 0.0
+            for i in range(nin):
+                if times[tbase[L - 1] + i] <= slot:
+                    for k in range(C):
+                        v[k] += W[i, k]
+
+
+_POOL = None
+
+
+def _pool(n: int):
+    """A small persistent thread pool for ``predict`` (the numba kernel releases the GIL). Chunks of
+    samples are pulled dynamically, so a core that is busy with something else takes fewer."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers != n:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="s4nn")
+    return _POOL
+
+
+# ---------------------------------------------------------------------------------------------
+# the rule
+# ---------------------------------------------------------------------------------------------
+class S4NN(Rule):
+    """S4NN (Kheradpisheh & Masquelier 2020); see the module docstring for every equation and the
+    ``paper`` / ``reference`` variants."""
+
+    name = "s4nn"
+    variants = ("paper", "reference")
+
+    @classmethod
+    def default_hparams(cls, variant: str) -> dict[str, Any]:
+        common = {
+            "t_max": 256,  # Table 1
+            "threshold": 100.0,  # θ, scalar or one per layer (Table 1)
+            "gamma": 3,  # γ of Eqs. 17-18 (Table 1)
+            "lr": 0.2,  # η, scalar or one per layer (Table 1, MNIST)
+            "weight_decay": 1e-6,  # λ (Table 1)
+            "input_rounding": "floor",  # Eq. 1: "floor" (code) or "round"
+            "fallback_slot_offset": 3,  # reference_scores: V(t_max − 3) when all outputs are silent
+            "dtype": "float64",  # float32 rounds the per-sample decay w·(1 − ηλ), ηλ ≈ 1e-7, to 1-2 ulp
+            "backend": "auto",  # "auto" (numba on CPU if installed, else torch), "numba", "torch"
+        }
+        if variant == "paper":
+            return {
+                **common,
+                "threshold_test": ">=",
+                "per_layer_delay": 0,
+                "normalisation": "sum_abs",
+                "update_silent": False,
+                "hidden_delta_from": "original",
+                "weight_decay_mode": "loss",
+                "init_ranges": None,  # None: [0, 5] for the first layer, [0, 50] for the others
+                "target_clamp": False,
+                "dead_neuron_fraction": 0.0,
+                "dead_neuron_layers": "all",
+            }
+        if variant == "reference":
+            return {
+                **common,
+                "threshold_test": ">",
+                "per_layer_delay": 1,
+                "normalisation": "l2",
+                "update_silent": True,
+                "hidden_delta_from": "updated",
+                "weight_decay_mode": "post",
+                "init_ranges": None,  # None: [0, 5] for the first layer, [0, 48] for the others
+                "target_clamp": True,
+                "dead_neuron_fraction": 0.001,
+                "dead_neuron_layers": "hidden",
+            }
+        raise ValueError(f"unknown variant {variant!r} for rule 's4nn'; choose from {list(cls.variants)}")
+
+    # ------------------------------------------------------------------ construction
+    def __init__(self, arch: str, input_shape, n_classes: int, **kwargs: Any) -> None:
+        super().__init__(arch, input_shape, n_classes, **kwargs)
+        h = self.hparams
+        a = parse_arch(arch, self.input_shape)
+        if any(layer.kind != "linear" for layer in a.layers):
+            raise ValueError(f"s4nn supports fully connected layers only, got {arch!r}")
+        self.sizes = a.linear_sizes
+        self.n_layers = len(self.sizes) - 1
+        if self.sizes[-1] != self.n_classes:
+            raise ValueError(f"arch {arch!r} has {self.sizes[-1]} outputs but the data has {self.n_classes} classes")
+        self.t_max = int(h["t_max"])
+        if self.t_max < 2:
+            raise ValueError("t_max must be at least 2")
+        self.delay = int(h["per_layer_delay"])
+        if self.delay < 0:
+            raise ValueError("per_layer_delay must be >= 0")
+        if h["threshold_test"] not in (">=", ">"):
+            raise ValueError("threshold_test must be '>=' or '>'")
+        if h["normalisation"] not in _NORMS:
+            raise ValueError(f"normalisation must be one of {sorted(_NORMS)}")
+        if h["hidden_delta_from"] not in ("original", "updated"):
+            raise ValueError("hidden_delta_from must be 'original' or 'updated'")
+        if h["weight_decay_mode"] not in ("loss", "post"):
+            raise ValueError("weight_decay_mode must be 'loss' or 'post'")
+        if h["dead_neuron_layers"] not in ("all", "hidden", "none"):
+            raise ValueError("dead_neuron_layers must be 'all', 'hidden' or 'none'")
+        if h["input_rounding"] not in ("floor", "round"):
+            raise ValueError("input_rounding must be 'floor' or 'round'")
+        if h["dtype"] not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}")
+        self.dtype = _DTYPES[h["dtype"]]
+        self.threshold = self._per_layer("threshold", float)
+        self.lr = self._per_layer("lr", float)
+        self.init_ranges = self._init_ranges()
+        backend = h["backend"]
+        if backend not in ("auto", "numba", "torch"):
+            raise ValueError("backend must be 'auto', 'numba' or 'torch'")
+        if backend == "numba" and not HAVE_NUMBA:
+            raise ValueError("backend 'numba' requested but numba is not installed (pip install numba)")
+        if backend == "numba" and self.device.type != "cpu":
+            raise ValueError("backend 'numba' runs on the CPU only")
+        self.backend = "numba" if (backend in ("auto", "numba") and HAVE_NUMBA and self.device.type == "cpu") else "torch"
+
+        # weights: one flat buffer, a (in, out) view per layer (numba reads the numpy view of it)
+        numel = [self.sizes[l] * self.sizes[l + 1] for l in range(self.n_layers)]
+        self._offs = np.cumsum([0] + numel[:-1]).astype(np.int64)
+        self._flat = torch.empty(sum(numel), dtype=self.dtype, device=self.device)
+        self.W: list[Tensor] = []
+        for l in range(self.n_layers):
+            w = self._flat[int(self._offs[l]) : int(self._offs[l]) + numel[l]].view(self.sizes[l], self.sizes[l + 1])
+            lo, hi = self.init_ranges[l]
+            w.copy_(torch.rand(w.shape, generator=self.generator, device=self.device, dtype=self.dtype) * (hi - lo) + lo)
+            self.W.append(w)
+        self.fire_count = torch.zeros(sum(self.sizes[1:]), dtype=torch.int64, device=self.device)
+        self.n_seen = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._build_kernel_params()
+        if self.backend == "numba":  # numpy views sharing memory with the torch tensors
+            self._flat_np = self._flat.numpy()
+            self._fire_count_np = self.fire_count.numpy()
+            self._n_seen_np = self.n_seen.numpy()
+            self._no_dW = self._flat_np[:0]
+        self._buffers: dict[int, tuple] = {}
+        self._dW: np.ndarray | None = None
+        self._last: dict[str, Any] | None = None
+
+    def _per_layer(self, key: str, cast) -> list:
+        v = self.hparams[key]
+        if isinstance(v, (list, tuple)):
+            if len(v) != self.n_layers:
+                raise ValueError(f"{key}: {len(v)} values for {self.n_layers} layers")
+            return [cast(x) for x in v]
+        return [cast(v)] * self.n_layers
+
+    def _init_ranges(self) -> list[tuple[float, float]]:
+        r = self.hparams["init_ranges"]
+        if r is None:
+            other = 50.0 if self.variant == "paper" else 48.0
+            return [(0.0, 5.0)] + [(0.0, other)] * (self.n_layers - 1)
+        if len(r) != self.n_layers or any(len(p) != 2 for p in r):
+            raise ValueError(f"init_ranges must be {self.n_layers} pairs [lo, hi]")
+        return [(float(lo), float(hi)) for lo, hi in r]
+
+    def _build_kernel_params(self) -> None:
+        h = self.hparams
+        self._sizes_np = np.asarray(self.sizes, dtype=np.int64)
+        self._tbase = np.cumsum([0] + self.sizes).astype(np.int64)  # times buffer: input layer included
+        self._gbase = np.cumsum([0] + self.sizes[1:]).astype(np.int64)  # g / counts: layers 1..L
+        self._theta_np = np.asarray(self.threshold, dtype=np.float64)
+        self._lr_np = np.asarray(self.lr, dtype=np.float64)
+        lam = float(h["weight_decay"])
+        factor = 2.0 if h["weight_decay_mode"] == "loss" else 1.0
+        self.decay = [1.0 - factor * eta * lam for eta in self.lr]
+        self._cdec_np = np.asarray(self.decay, dtype=np.float64)
+        self._ip = np.zeros(8, dtype=np.int64)
+        self._ip[_I_TMAX] = self.t_max
+        self._ip[_I_DELAY] = self.delay
+        self._ip[_I_STRICT] = int(h["threshold_test"] == ">")
+        self._ip[_I_NORM] = _NORMS[h["normalisation"]]
+        self._ip[_I_SILENT] = int(bool(h["update_silent"]))
+        self._ip[_I_UPDATED] = int(h["hidden_delta_from"] == "updated")
+        self._ip[_I_LOSSDECAY] = int(h["weight_decay_mode"] == "loss")
+        self._ip[_I_CLAMP] = int(bool(h["target_clamp"]))
+        self.gamma = float(h["gamma"])
+
+    def set_threshold(self, threshold: float | list[float]) -> None:
+        """Change θ of every layer (or per layer) at test time (paper Fig. 10)."""
+        self.hparams["threshold"] = threshold
+        self.threshold = self._per_layer("threshold", float)
+        self._build_kernel_params()
+
+    def describe(self) -> str:
+        return f"s4nn[{self.variant}] {'-'.join(map(str, self.sizes))} ({self.backend})"
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, x: Tensor) -> Tensor:
+        """uint8 images (B, *input_shape) → int64 first-spike times (B, N_in), Eq. 1."""
+        x = x.reshape(x.shape[0], -1)
+        t = time_to_first_spike(x, t_max=self.t_max, rounding=self.hparams["input_rounding"])
+        return t.to(self.device).contiguous()
+
+    # ------------------------------------------------------------------ forward
+    def forward_times(self, x: Tensor) -> list[Tensor]:
+        """Firing times of every layer (input included) for encoded inputs x (B, N_in); silent
+        neurons have time ``t_max``. List of int64 tensors (B, N_l) on ``self.device``."""
+        x = self._as_times(x)
+        if self.backend == "numba":
+            flat_t = self._times_numba(x)
+            return [flat_t[:, int(self._tbase[l]) : int(self._tbase[l + 1])] for l in range(self.n_layers + 1)]
+        return self._torch_forward(x)
+
+    def _as_times(self, x: Tensor) -> Tensor:
+        if x.ndim != 2 or x.shape[1] != self.sizes[0]:
+            x = x.reshape(x.shape[0], -1)
+        if x.dtype != torch.int64:
+            x = x.to(torch.int64)
+        return x.to(self.device).contiguous()
+
+    def _times_numba(self, x: Tensor, stats: bool = False):
+        B = x.shape[0]
+        out = np.empty((B, int(self._tbase[-1])), dtype=np.int64)
+        counts = np.zeros((B, self.n_layers + 1), dtype=np.int64)
+        v = np.zeros((B, self.n_classes), dtype=np.float64)
+        if B:
+            slot = self.t_max - int(self.hparams["fallback_slot_offset"])
+            args = (self._flat_np, self._offs, self._sizes_np, self._tbase, self._theta_np, self._ip, slot, out, counts, v)
+            xn = x.numpy()
+            threads = max(1, torch.get_num_threads())
+            chunk = 32
+            if threads == 1 or B <= chunk:
+                _nb_predict(xn, 0, B, *args)
+            else:  # the calling thread and threads-1 workers pull chunks until none is left
+                counter = itertools.count()
+
+                def work() -> None:
+                    while True:
+                        lo = next(counter) * chunk
+                        if lo >= B:
+                            return
+                        _nb_predict(xn, lo, min(B, lo + chunk), *args)
+
+                futures = [_pool(threads - 1).submit(work) for _ in range(threads - 1)]
+                work()
+                for f in futures:
+                    f.result()
+        if stats:
+            return torch.from_numpy(out), torch.from_numpy(counts), torch.from_numpy(v)
+        return torch.from_numpy(out)
+
+    def _torch_layer(self, t_pre: Tensor, W: Tensor, theta: float) -> Tensor:
+        """Batched event-driven layer: sort the inputs that can still cause a real spike, gather
+        their weight rows, cumulative sum, first crossing at the end of each distinct time."""
+        d, t_max = self.delay, self.t_max
+        B, nin = t_pre.shape
+        nout = W.shape[1]
+        out = torch.full((B, nout), t_max, dtype=torch.int64, device=t_pre.device)
+        if B == 0:
+            return out
+        limit = t_max - d
+        n_act = (t_pre < limit).sum(1)
+        st_all, order_all = torch.sort(t_pre, dim=1, stable=True)
+        strict = self.hparams["threshold_test"] == ">"
+        chunk = max(1, int(2**24 // max(1, nin * nout)))  # bound the (B, L, N) temporaries
+        for s in range(0, B, chunk):
+            e = min(B, s + chunk)
+            L = int(n_act[s:e].max())
+            if L == 0:
+                continue
+            st = st_all[s:e, :L]
+            order = order_all[s:e, :L]
+            valid = st < limit
+            H = W.index_select(0, order.reshape(-1)).view(e - s, L, nout)
+            H = H * valid.unsqueeze(-1).to(H.dtype)
+            V = torch.cumsum(H, dim=1)
+            end = valid.clone()
+            end[:, :-1] &= st[:, 1:] != st[:, :-1]
+            crossed = (V > theta) if strict else (V >= theta)
+            crossed &= end.unsqueeze(-1)
+            fired = crossed.any(1)
+            first = crossed.to(torch.uint8).argmax(1)
+            t = torch.gather(st, 1, first) + d
+            out[s:e] = torch.where(fired, t, torch.full_like(t, t_max))
+        return out
+
+    def _torch_forward(self, x: Tensor) -> list[Tensor]:
+        times = [x]
+        for l in range(self.n_layers):
+            times.append(self._torch_layer(times[-1], self.W[l], self.threshold[l]))
+        return times
+
+    # ------------------------------------------------------------------ learning
+    def learn(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        x = self._as_times(x)
+        B = x.shape[0]
+        if B == 0:
+            return {}
+        if self.backend == "numba":
+            stats = self._learn_numba(x, y)
+        else:
+            stats = self._learn_torch(x, y)
+        return stats
+
+    def _learn_numba(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        B = x.shape[0]
+        buf = self._buffers.get(B)
+        if buf is None:
+            ntot = int(self._tbase[-1])
+            ng = int(self._gbase[-1])
+            buf = (
+                np.empty((B, ntot), np.int64),
+                np.empty((B, ng), np.float64),
+                np.empty((B, self.n_classes), np.float64),
+                np.empty((B, 3), np.float64),
+            )
+            if len(self._buffers) > 8:
+                self._buffers.clear()
+            self._buffers[B] = buf
+        out_times, out_g, out_T, out_stats = buf
+        flat = self._flat_np
+        if B > 1:
+            if self._dW is None:
+                self._dW = np.zeros_like(flat)
+            else:
+                self._dW.fill(0)
+            dW = self._dW
+        else:
+            dW = self._no_dW
+        yn = y.numpy() if (y.dtype == torch.int64 and y.device.type == "cpu") else y.to("cpu", torch.int64).numpy()
+        _nb_learn(
+            x.numpy(), yn, flat, dW, self._offs, self._sizes_np, self._tbase, self._gbase, self._theta_np,
+            self._lr_np, self._cdec_np, self.gamma, self._ip, self._fire_count_np, out_times, out_g, out_T,
+            out_stats,
+        )
+        self._n_seen_np[()] += B
+        self._last = {"times": out_times, "g": out_g, "T": out_T}
+        if B == 1:
+            s = out_stats[0]
+            return {"loss": float(s[0]), "correct": float(s[1]), "silent": float(s[2])}
+        m = out_stats.mean(0)
+        return {"loss": float(m[0]), "correct": float(m[1]), "silent": float(m[2])}
+
+    def _normalise_torch(self, g: Tensor) -> Tensor:
+        mode = self.hparams["normalisation"]
+        if mode == "none":
+            return g
+        if mode == "l2":
+            s = g.pow(2).sum(1, keepdim=True).sqrt()
+        elif mode == "sum_abs":
+            s = g.abs().sum(1, keepdim=True)
+        else:
+            s = -g.sum(1, keepdim=True)
+        return torch.where(s != 0, g / torch.where(s != 0, s, torch.ones_like(s)), g)
+
+    def targets(self, t_out: Tensor, y: Tensor) -> Tensor:
+        """Relative target firing times, Eqs. 17-18 (float64, (B, C))."""
+        t_max, gamma = self.t_max, self.gamma
+        to = t_out.to(torch.float64)
+        tau = to.min(1, keepdim=True).values
+        near = (to - tau) < gamma
+        tg = tau + gamma
+        if self.hparams["target_clamp"]:
+            tg = tg.clamp(max=t_max)
+        T = torch.where(near, tg.expand_as(to), to)
+        T.scatter_(1, y.view(-1, 1), tau)
+        silent = tau.squeeze(1) >= t_max
+        if bool(silent.any()):
+            Ts = torch.full_like(to, float(t_max))
+            Ts.scatter_(1, y.view(-1, 1), float(t_max - gamma))
+            T = torch.where(silent.unsqueeze(1), Ts, T)
+        return T
+
+    def _learn_torch(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        y = y.to(self.device, torch.int64)
+        B = x.shape[0]
+        t_max, d = self.t_max, self.delay
+        times = self._torch_forward(x)
+        self.fire_count += torch.cat([(t < t_max).sum(0) for t in times[1:]])
+        self.n_seen += B
+        to = times[-1]
+        T = self.targets(to, y)
+        e = (T - to.to(torch.float64)) / t_max
+        loss = 0.5 * (e * e).sum(1)
+        tau = to.min(1).values
+        correct = (to.gather(1, y.view(-1, 1)).squeeze(1) == tau) & (tau < t_max) & ((to == tau.unsqueeze(1)).sum(1) == 1)
+        stats = {
+            "loss": float(loss.mean()),
+            "correct": float(correct.double().mean()),
+            "silent": float((tau >= t_max).double().mean()),
+        }
+        gs: list[Tensor] = [None] * self.n_layers  # type: ignore[list-item]
+        g = self._normalise_torch(e)
+        upd_silent = bool(self.hparams["update_silent"])
+        from_updated = self.hparams["hidden_delta_from"] == "updated"
+        loss_decay = self.hparams["weight_decay_mode"] == "loss"
+        updates: list[tuple[Tensor, Tensor]] = []
+        for l in range(self.n_layers - 1, -1, -1):
+            gs[l] = g
+            W = self.W[l]
+            tp, tq = times[l], times[l + 1]
+            # only presynaptic neurons that spiked before t_max (in some sample) can be causal
+            rows = (tp < t_max).any(0).nonzero().squeeze(1)
+            tpr = tp.index_select(1, rows)
+            m = ((tpr.unsqueeze(2) + d) <= tq.unsqueeze(1)) & (tpr < t_max).unsqueeze(2)
+            gate = (tq < t_max) | upd_silent
+            a = self.lr[l] * g * gate  # float64, like the kernel
+            D = -(m * a.unsqueeze(1))  # (B, rows, nout): each sample's Δw (Eq. 13)
+            Wr = W.index_select(0, rows)
+            if l > 0:
+                if not from_updated:
+                    Weff = Wr.unsqueeze(0)
+                elif loss_decay:
+                    Weff = Wr * self.decay[l] + D
+                else:
+                    Weff = (Wr + D) * self.decay[l]
+                gr = (m * Weff * g.unsqueeze(1)).sum(2)  # Eq. 15
+                gp = torch.zeros(B, self.sizes[l], dtype=torch.float64, device=self.device)
+                gp[:, rows] = gr
+                g = self._normalise_torch(gp)
+            updates.append((rows, D.mean(0)))
+        for l, (rows, dW) in zip(range(self.n_layers - 1, -1, -1), updates):
+            W = self.W[l]
+            c = self.decay[l]
+            Wr = W.index_select(0, rows).to(torch.float64)
+            new_rows = (Wr * c + dW) if loss_decay else ((Wr + dW) * c)  # same float64 ops as the kernel
+            if W.dtype == torch.float64:
+                W.mul_(c)
+            else:
+                W.copy_(W.to(torch.float64).mul_(c))
+            W.index_copy_(0, rows, new_rows.to(W.dtype))
+        self._last = {"times": torch.cat(times, 1), "g": torch.cat(gs, 1), "T": T}
+        return stats
+
+    def last_step(self) -> dict[str, Any]:
+        """Internals of the last ``learn`` call (for tests and debugging): per-layer firing times
+        (input included), normalised error signals ``g`` (= −δ, Eqs. 14-16) of layers 1..L and the
+        output targets T (Eqs. 17-18), as CPU tensors with a leading batch dimension."""
+        if self._last is None:
+            raise RuntimeError("learn has not been called yet")
+        t = torch.as_tensor(self._last["times"]).cpu()
+        g = torch.as_tensor(self._last["g"]).cpu()
+        return {
+            "times": [t[:, int(self._tbase[l]) : int(self._tbase[l + 1])].clone() for l in range(self.n_layers + 1)],
+            "g": [g[:, int(self._gbase[l]) : int(self._gbase[l + 1])].clone() for l in range(self.n_layers)],
+            "T": torch.as_tensor(self._last["T"]).cpu().clone(),
+        }
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, x: Tensor) -> Decision:
+        x = self._as_times(x)
+        if self.backend == "numba":  # everything in numpy: tiny torch ops can stall on a busy CPU
+            flat_t, counts, v = (a.numpy() for a in self._times_numba(x, stats=True))
+            to = flat_t[:, int(self._tbase[-2]) :]
+            tau = to.min(1)
+            silent = tau >= self.t_max
+            scores = -to.astype(np.float32)
+            ref = np.where(silent[:, None], v.astype(np.float32), scores)
+            cf = counts.astype(np.float32)
+            stats = {"winner_time": torch.from_numpy(tau.astype(np.float32))}
+            for l, name in enumerate(self._names()):
+                stats[f"spikes/{name}"] = torch.from_numpy(np.ascontiguousarray(cf[:, l]))
+            stats["spikes/total"] = torch.from_numpy(cf.sum(1))
+            return Decision(
+                scores=torch.from_numpy(scores),
+                silent=torch.from_numpy(silent),
+                reference_scores=torch.from_numpy(ref),
+                reference_ties_correct=True,
+                stats=stats,
+            )
+        return self.decide(self._torch_forward(x))
+
+    def _names(self) -> list[str]:
+        return ["input"] + [f"hidden{l}" for l in range(1, self.n_layers)] + ["output"]
+
+    def _decision(self, to: Tensor, counts: Tensor, v: Tensor) -> Decision:
+        tau = to.min(1).values
+        silent = tau >= self.t_max
+        scores = -to.to(torch.float32)
+        ref = torch.where(silent.unsqueeze(1), v, scores)
+        stats: dict[str, Tensor] = {"winner_time": tau.to(torch.float32)}
+        for l, name in enumerate(self._names()):
+            stats[f"spikes/{name}"] = counts[:, l]
+        stats["spikes/total"] = counts.sum(1)
+        return Decision(scores=scores, silent=silent, reference_scores=ref, reference_ties_correct=True, stats=stats)
+
+    def decide(self, times: list[Tensor]) -> Decision:
+        """Decision from per-layer firing times (input layer first), see the module docstring."""
+        t_max = self.t_max
+        to = times[-1]
+        tau = to.min(1, keepdim=True).values
+        counts = torch.stack([((t < t_max) & (t <= tau)).sum(1) for t in times], 1).to(torch.float32)
+        slot = t_max - int(self.hparams["fallback_slot_offset"])
+        W = self.W[-1]
+        v = ((times[-2] <= slot).to(W.dtype) @ W).to(torch.float32)
+        return self._decision(to, counts, v)
+
+    # ------------------------------------------------------------------ epochs
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Dead-neuron re-initialisation (§2.6; code: < 0.1 % of the images) and counter reset."""
+        out: dict[str, float] = {}
+        n = int(self.n_seen)
+        mode = self.hparams["dead_neuron_layers"]
+        if n > 0 and mode != "none":
+            limit = float(self.hparams["dead_neuron_fraction"]) * n
+            layers = range(self.n_layers) if mode == "all" else range(self.n_layers - 1)
+            for l in layers:
+                cnt = self.fire_count[int(self._gbase[l]) : int(self._gbase[l + 1])]
+                dead = ((cnt.to(torch.float64) < limit) | (cnt == 0)).nonzero().flatten().tolist()
+                lo, hi = self.init_ranges[l]
+                for j in dead:
+                    w = torch.rand(self.sizes[l], generator=self.generator, device=self.device, dtype=self.dtype)
+                    self.W[l][:, j] = w * (hi - lo) + lo
+                name = "output" if l == self.n_layers - 1 else f"hidden{l + 1}"
+                out[f"dead/{name}"] = float(len(dead))
+        self.fire_count.zero_()
+        self.n_seen.zero_()
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_tensors(self) -> dict[str, Tensor]:
+        s = {f"W{l + 1}": self.W[l].clone() for l in range(self.n_layers)}
+        s["fire_count"] = self.fire_count.clone()
+        s["n_seen"] = self.n_seen.clone()
+        return s
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        for l in range(self.n_layers):
+            w = tensors[f"W{l + 1}"]
+            if tuple(w.shape) != tuple(self.W[l].shape):
+                raise ValueError(f"W{l + 1}: checkpoint shape {tuple(w.shape)} != {tuple(self.W[l].shape)}")
+            self.W[l].copy_(w.to(self.device, self.dtype))
+        if "fire_count" in tensors:
+            self.fire_count.copy_(tensors["fire_count"].to(self.device, torch.int64))
+        if "n_seen" in tensors:
+            self.n_seen.copy_(tensors["n_seen"].to(self.device, torch.int64).reshape(()))
