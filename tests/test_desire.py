@@ -181,7 +181,7 @@ def test_float32_default_path_runs_and_stats(path):
     assert set(stats_b) == set(stats)
     dec = rule.predict(enc)
     assert dec.scores.shape == (6, 10) and dec.silent.shape == (6,)
-    assert dec.reference_ties_correct is False
+    assert dec.reference_ties == "wrong"
     assert set(dec.stats) == {"spikes/input", "spikes/hidden1", "spikes/hidden2", "spikes/output", "spikes/total"}
     torch.testing.assert_close(dec.stats["spikes/output"], dec.scores.sum(1))
     assert torch.equal(dec.silent, dec.scores.sum(1) == 0)

@@ -88,13 +88,15 @@ def toy(monkeypatch, tmp_path):
 def test_strict_metric_counts_ties_and_silence_wrong():
     scores = torch.tensor([[3.0, 1.0, 0.0], [2.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.0, 5.0, 1.0]])
     silent = torch.tensor([False, False, True, False])
-    d = Decision(scores=scores, silent=silent, reference_scores=scores, reference_ties_correct=True)
+    d = Decision(scores=scores, silent=silent, reference_scores=scores, reference_ties="correct")
     out = score_decision(d, torch.tensor([0, 1, 0, 2]))
     assert out.strict_correct.tolist() == [True, False, False, False]
     assert out.tie.tolist() == [False, True, False, False]
     assert out.reference_correct.tolist() == [True, True, True, False]
-    d2 = Decision(scores=scores, silent=silent, reference_scores=scores, reference_ties_correct=False)
+    d2 = Decision(scores=scores, silent=silent, reference_scores=scores, reference_ties="first")
     assert score_decision(d2, torch.tensor([0, 1, 0, 2])).reference_correct.tolist() == [True, False, True, False]
+    d3 = Decision(scores=scores, silent=silent, reference_scores=scores, reference_ties="wrong")
+    assert score_decision(d3, torch.tensor([0, 1, 0, 2])).reference_correct.tolist() == [True, False, False, False]
 
 
 def test_accumulator_rates_and_confusion():

@@ -230,7 +230,7 @@ def test_decision_on_a_tie(variant, backend):
     # hidden: neuron 0 at 0 (+d), neuron 1 at 5 (+d); outputs 0 and 1 tie at 0 (+2d), output 2 at 5 (+2d)
     assert d.scores.tolist() == [[-2.0 * delay, -2.0 * delay, -(5.0 + 2 * delay)]]
     assert d.silent.tolist() == [False]
-    assert d.reference_ties_correct is True
+    assert d.reference_ties == "correct"
     assert torch.equal(d.reference_scores, d.scores)
     assert d.stats["winner_time"].tolist() == [2.0 * delay]
     assert d.stats["spikes/input"].tolist() == [1.0]  # only the input at 0 has spiked by then

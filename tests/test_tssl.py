@@ -283,7 +283,7 @@ def test_forward_shapes_and_decision(variant):
     assert out.shape == (5, 4, 10) and spikes.shape == (5, 4, 10)
     d = rule.predict(x)
     assert d.scores.shape == (4, 10) and d.silent.shape == (4,) and d.reference_scores.shape == (4, 10)
-    assert not d.reference_ties_correct
+    assert d.reference_ties == "first"
     names = {"spikes/conv1", "spikes/conv2", "spikes/fc1", "spikes/out", "spikes/total"}
     if variant == "paper":
         names |= {"spikes/pool1", "spikes/pool2"}

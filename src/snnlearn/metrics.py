@@ -4,8 +4,8 @@
   larger than every other class's score and the output was not silent. Ties and all-silent outputs
   are wrong.
 * **reference-compatible accuracy**: the authors' own evaluation rule, from the rule's
-  ``Decision.reference_scores`` (ties counted correct when ``reference_ties_correct``; otherwise
-  the first argmax, as ``torch.argmax`` / NumPy do).
+  ``Decision.reference_scores``, with the authors' treatment of ties (``Decision.reference_ties``:
+  counted correct, first argmax as ``torch.argmax`` / NumPy do, or counted wrong).
 * tie rate (not silent, maximum shared by two or more classes), silent rate, the confusion matrix of
   the strict decision (rows: label, columns: predicted class; a tie or silent sample goes to an extra
   last column "none"), and the mean of every per-sample statistic the rule reports.
@@ -47,11 +47,15 @@ def score_decision(decision: Decision, labels: Tensor) -> BatchOutcome:
     strict_correct = strict_pred == labels
 
     ref = decision.reference_scores.to(scores.device)
-    if decision.reference_ties_correct:
-        ref_best = ref.max(dim=1).values
-        reference_correct = ref.gather(1, labels[:, None]).squeeze(1) == ref_best
-    else:
+    if decision.reference_ties == "first":
         reference_correct = ref.argmax(dim=1) == labels
+    else:
+        ref_best = ref.max(dim=1, keepdim=True).values
+        label_at_best = ref.gather(1, labels[:, None]).squeeze(1) == ref_best.squeeze(1)
+        if decision.reference_ties == "correct":
+            reference_correct = label_at_best
+        else:
+            reference_correct = label_at_best & ((ref == ref_best).sum(dim=1) == 1)
     return BatchOutcome(strict_correct, reference_correct, tie, silent, strict_pred)
 
 

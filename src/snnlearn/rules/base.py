@@ -37,8 +37,9 @@ class Decision:
             Silent samples are always wrong under the strict metric.
         reference_scores: (B, C) float. Scores as the authors' own evaluation sees them (e.g.
             S4NN's fallback to the membrane potential when all outputs are silent).
-        reference_ties_correct: whether the authors' evaluation counts a tie that includes the
-            label as correct (S4NN: yes). If False, the reference prediction is the first argmax.
+        reference_ties: how the authors' evaluation treats a tie at the top of
+            ``reference_scores``: ``"correct"`` if the label is among the tied classes (S4NN),
+            ``"first"`` for the first argmax (``torch.argmax``, TSSL-BP), ``"wrong"`` (Desire BP).
         stats: per-sample statistics, each a (B,) float tensor, averaged by the metrics
             (e.g. ``"winner_time"``, ``"decision_time"``, ``"spikes/hidden1"``, ``"spikes/total"``).
     """
@@ -46,7 +47,7 @@ class Decision:
     scores: Tensor
     silent: Tensor
     reference_scores: Tensor
-    reference_ties_correct: bool = False
+    reference_ties: str = "first"
     stats: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,6 +58,8 @@ class Decision:
             raise ValueError(f"Decision.silent must be ({b},), got {tuple(self.silent.shape)}")
         if self.reference_scores.shape != self.scores.shape:
             raise ValueError("Decision.reference_scores must have the shape of scores")
+        if self.reference_ties not in ("correct", "first", "wrong"):
+            raise ValueError(f"Decision.reference_ties must be 'correct', 'first' or 'wrong', got {self.reference_ties!r}")
         for k, v in self.stats.items():
             if v.shape != (b,):
                 raise ValueError(f"Decision.stats[{k!r}] must be ({b},), got {tuple(v.shape)}")

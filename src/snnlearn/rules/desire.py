@@ -113,7 +113,7 @@ fraction of neurons with a non-zero desire). ``predict`` reports ``spikes/input`
 
 Evaluation: ``scores`` are the output spike counts; the strict metric needs the label's unique
 maximum (what the paper and the code use); ``silent`` = no output spike at all;
-``reference_scores`` are the counts with ties counted wrong (first argmax).
+``reference_scores`` are the counts with ties counted wrong (``reference_ties="wrong"``), as the authors do.
 """
 
 from __future__ import annotations
@@ -1219,7 +1219,7 @@ class DesireBP(Rule):
             scores=sc,
             silent=sc.sum(1) == 0,
             reference_scores=sc.clone(),
-            reference_ties_correct=False,
+            reference_ties="wrong",
             stats=stats,
         )
 

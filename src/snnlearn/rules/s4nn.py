@@ -873,7 +873,7 @@ class S4NN(Rule):
                 scores=torch.from_numpy(scores),
                 silent=torch.from_numpy(silent),
                 reference_scores=torch.from_numpy(ref),
-                reference_ties_correct=True,
+                reference_ties="correct",
                 stats=stats,
             )
         return self.decide(self._torch_forward(x))
@@ -890,7 +890,7 @@ class S4NN(Rule):
         for l, name in enumerate(self._names()):
             stats[f"spikes/{name}"] = counts[:, l]
         stats["spikes/total"] = counts.sum(1)
-        return Decision(scores=scores, silent=silent, reference_scores=ref, reference_ties_correct=True, stats=stats)
+        return Decision(scores=scores, silent=silent, reference_scores=ref, reference_ties="correct", stats=stats)
 
     def decide(self, times: list[Tensor]) -> Decision:
         """Decision from per-layer firing times (input layer first), see the module docstring."""

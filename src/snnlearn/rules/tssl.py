@@ -748,7 +748,7 @@ class TSSLBP(Rule):
         silent = counts.sum(1) == 0
         st = {f"spikes/{k}": torch.cat(v).float() for k, v in stats.items()}
         st["spikes/total"] = torch.stack(list(st.values())).sum(0)
-        return Decision(scores=scores, silent=silent, reference_scores=psc_sum, reference_ties_correct=False,
+        return Decision(scores=scores, silent=silent, reference_scores=psc_sum, reference_ties="first",
                         stats=st)
 
     def state_tensors(self) -> dict[str, Tensor]:
