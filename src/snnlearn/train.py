@@ -380,6 +380,9 @@ class Trainer:
             if improved:
                 save_checkpoint(self.checkpoint_dir / "best", tensors, {**state, "history": []})
             save_checkpoint(self.checkpoint_dir / "last", tensors, state)
+            # A summary after every epoch: a run stopped early still reports what it reached
+            # ("epochs" < "epochs_requested" says it was cut short).
+            self._write_json("summary.json", self._summary(history, best, state["wall_seconds"], len(train), len(val) if val is not None else 0, len(test)))
             val_txt = f"val {record['val']['accuracy']:.4f}  " if val is not None else ""
             self.log(
                 f"epoch {epoch + 1}/{epochs}  {val_txt}test {record['test']['accuracy']:.4f} "
@@ -407,6 +410,7 @@ class Trainer:
             "seed": int(cfg.get("seed", 0)),
             "epochs": len(history),
             "epochs_requested": int(cfg["epochs"]),
+            "completed": len(history) >= int(cfg["epochs"]),
             "batch_size": int(cfg.get("batch_size", 1)),
             "n_train": n_train,
             "n_val": n_val,
