@@ -131,7 +131,7 @@ def _print_summary(s: dict) -> None:
     print(f"  test accuracy (reference-compatible): {pct('test_accuracy_reference')}")
     print(f"  tie rate {pct('tie_rate')}, silent rate {pct('silent_rate')}")
     if s.get("best_val_accuracy") is not None:
-        extra = f" at epoch {s['best_epoch']}" if s.get("best_epoch") else ""
+        extra = f" at epoch {s['best_epoch']}" if s.get("best_epoch") else (f" at epochs {s['best_epochs']}" if s.get("best_epochs") else "")
         print(f"  best validation accuracy:           {pct('best_val_accuracy')}{extra}")
     if s.get("test_at_best_val"):
         print(f"  test accuracy at best validation:   {100 * s['test_at_best_val']['accuracy']:.2f} %")
@@ -166,7 +166,7 @@ def cmd_report(args) -> int:
             raise FileNotFoundError(f"{run} has no summary.json (the run did not finish; its metrics.jsonl has the epochs done)")
         s = json.loads(path.read_text())
         pm = lambda k: (f"{100 * s[k]:.2f}" + (f" ± {100 * s[k + '_std']:.2f}" if s.get(k + "_std") is not None else "")) if s.get(k) is not None else "n/a"
-        best = f"{pm('best_val_accuracy')} ({s.get('best_epoch')})" if s.get("best_val_accuracy") is not None else "n/a"
+        best = f"{pm('best_val_accuracy')} ({s.get('best_epoch') or s.get('best_epochs')})" if s.get("best_val_accuracy") is not None else "n/a"
         at_best = s.get("test_at_best_val")
         at_best = f"{100 * at_best['accuracy']:.2f}" if at_best else (pm("test_accuracy_at_best_val") if s.get("test_accuracy_at_best_val") is not None else "n/a")
         cut = "" if s["epochs"] >= s.get("epochs_requested", s["epochs"]) else f" of {s['epochs_requested']}"

@@ -461,8 +461,12 @@ def run_recipe(
         runs.append(Trainer({**config, "seed": int(s)}, out_dir / f"seed{s}", **trainer_options).run(resume=resume))
     keys = ["test_accuracy", "test_accuracy_reference", "tie_rate", "silent_rate", "best_val_accuracy", "wall_seconds",
             "train_samples_per_second", "eval_samples_per_second"]
-    agg: dict[str, Any] = {k: v for k, v in runs[0].items() if k not in keys and k not in ("seed", "confusion", "test_stats", "test_at_best_val")}
+    per_seed = ("seed", "confusion", "test_stats", "test_at_best_val", "best_epoch", "completed", "epochs", "command")
+    agg: dict[str, Any] = {k: v for k, v in runs[0].items() if k not in keys and k not in per_seed}
     agg["seeds"] = seeds
+    agg["epochs"] = min(r["epochs"] for r in runs)
+    agg["completed"] = all(r["completed"] for r in runs)
+    agg["best_epochs"] = [r["best_epoch"] for r in runs]
     for k in keys:
         vals = [r[k] for r in runs if r.get(k) is not None]
         if vals:
