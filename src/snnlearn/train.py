@@ -37,6 +37,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ArrayDataset, load_dataset, split_train_val
 from .metrics import MetricAccumulator
 from .rules import Rule, get_rule
+from .runtime import tune_cpu_allocator
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 TRAINER_KEYS = {
@@ -262,6 +263,8 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         self.data_dir = data_dir
         self.limit_train = limit_train
         self.limit_test = limit_test

@@ -101,45 +101,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..arch import LayerSpec, parse_arch
+from ..runtime import tune_cpu_allocator
 from .base import Decision, Rule
 
 _MNIST_STATS = ((0.1307,), (0.3081,))
 _CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-
-
-_MALLOC_TUNED = False
-
-
-def tune_cpu_allocator() -> bool:
-    """Keep freed memory in the process (glibc ``mallopt``) so that the large per-batch tensors
-    are not returned to the OS and page-faulted back at every step.
-
-    PyTorch's CPU allocator is plain ``malloc``; blocks above glibc's mmap threshold are
-    ``munmap``-ed on free, and touching fresh pages costs ~4 µs per 4 KiB page here, which made a
-    training step 2–5× slower and very noisy. Sets the mmap threshold to its maximum (32 MiB) and
-    the trim threshold to 1 GiB, once per process; does nothing off Linux/glibc or when
-    ``SNNLEARN_NO_MALLOPT`` is set. Returns whether the settings were applied.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
-    import os
-    import sys
-
-    if not sys.platform.startswith("linux") or os.environ.get("SNNLEARN_NO_MALLOPT"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 * 2**20) == 1
-        ok &= libc.mallopt(m_trim_threshold, 2**30) == 1
-        ok &= libc.mallopt(m_top_pad, 64 * 2**20) == 1
-    except (OSError, AttributeError):
-        return False
-    _MALLOC_TUNED = bool(ok)
-    return _MALLOC_TUNED
 
 
 # ---------------------------------------------------------------------------------------------
