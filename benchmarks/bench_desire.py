@@ -45,6 +45,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from machine import copy_gbps, peak_gflops  # noqa: E402
 from snnlearn.data import load_dataset  # noqa: E402
 from snnlearn.metrics import MetricAccumulator  # noqa: E402
 from snnlearn.rules.desire import HAVE_NUMBA, DesireBP  # noqa: E402
@@ -54,26 +55,8 @@ AUTHORS_TRAIN_S = (0.56, 1.34)
 AUTHORS_EVAL_S = 0.009
 
 
-def best_of(fn, repeats=5):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def peak_gflops(threads: int, n: int = 2048) -> float:
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / best_of(lambda: torch.mm(a, b)) / 1e9
-
-
 def cache_gbps(n_bytes: int) -> float:
-    src = torch.empty(n_bytes // 4).uniform_()
-    dst = torch.empty_like(src)
-    return 2 * n_bytes / best_of(lambda: dst.copy_(src), 20) / 1e9
+    return copy_gbps(n_bytes, repeats=20)
 
 
 def make_rule(cfg, backend, **extra) -> DesireBP:

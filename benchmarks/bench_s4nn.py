@@ -27,6 +27,7 @@ the larger of the two; "of bound" = measured samples/s ÷ bound samples/s.
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 import time
 from pathlib import Path
@@ -34,7 +35,9 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
+from machine import copy_gbps, peak_gflops  # noqa: E402
 from snnlearn.data import load_dataset  # noqa: E402
 from snnlearn.rules.s4nn import HAVE_NUMBA, S4NN  # noqa: E402
 
@@ -76,29 +79,12 @@ def bench_eval(rule, X, Y, batch=1000):
     return rate, float(correct.double().mean())
 
 
-def _best(fn, repeats):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def _peak_gflops(threads, n=2048, repeats=8):
-    """float32 GEMM throughput (1 MAC = 2 FLOP), as benchmarks/machine.py measures it."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / _best(lambda: torch.mm(a, b), repeats) / 1e9
+def _peak_gflops(threads, repeats=8):
+    return peak_gflops(threads, repeats=repeats)
 
 
 def _copy_gbps(n_bytes, threads, repeats):
-    """Copy bandwidth (read + write counted) of an ``n_bytes`` buffer."""
-    torch.set_num_threads(threads)
-    src = torch.rand(n_bytes // 4)
-    dst = torch.empty_like(src)
-    return 2 * n_bytes / _best(lambda: dst.copy_(src), repeats) / 1e9
+    return copy_gbps(n_bytes, threads, repeats)
 
 
 def essential_work(rule, X):
