@@ -225,6 +225,18 @@ if HAVE_NUMBA:
                 g[j] = g[j] / s
 
     @_njit
+    def _nb_error_below(W, tpre, tpost, gq, gp, d, t_max):  # pragma: no cover
+        """Eq. 15: g_i = Σ_k g_k · w_ik · m(t_i, t_k), with m the causality mask of step 8."""
+        for i in range(tpre.shape[0]):
+            ti = tpre[i]
+            acc = 0.0
+            if ti < t_max:
+                for k in range(gq.shape[0]):
+                    if ti + d <= tpost[k]:
+                        acc += gq[k] * W[i, k]
+            gp[i] = acc
+
+    @_njit
     def _nb_backward_sample(
         label, flat, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, g, T, a, order, hist, stats
     ):  # pragma: no cover
@@ -287,14 +299,7 @@ if HAVE_NUMBA:
                 a[k] = eta * gq[k] if (upd_silent or tpost[k] < t_max) else 0.0
             gp = g[gbase[l - 1] : gbase[l - 1] + nin] if l > 0 else g[0:0]
             if l > 0 and not from_updated:  # Eq. 15 with the original weights
-                for i in range(nin):
-                    ti = tpre[i]
-                    acc = 0.0
-                    if ti < t_max:
-                        for k in range(nout):
-                            if ti + d <= tpost[k]:
-                                acc += gq[k] * W[i, k]
-                    gp[i] = acc
+                _nb_error_below(W, tpre, tpost, gq, gp, d, t_max)
             if inplace:
                 for i in range(nin):
                     ti = tpre[i]
@@ -309,15 +314,8 @@ if HAVE_NUMBA:
                     elif c != 1.0:
                         for k in range(nout):
                             row[k] = row[k] * c
-                if l > 0 and from_updated:
-                    for i in range(nin):
-                        ti = tpre[i]
-                        acc = 0.0
-                        if ti < t_max:
-                            for k in range(nout):
-                                if ti + d <= tpost[k]:
-                                    acc += gq[k] * W[i, k]
-                        gp[i] = acc
+                if l > 0 and from_updated:  # Eq. 15 with the updated weights (authors' code)
+                    _nb_error_below(W, tpre, tpost, gq, gp, d, t_max)
             else:
                 D = dW[offs[l] : offs[l] + nin * nout].reshape((nin, nout))
                 n = _nb_csort(tpre, t_max, order, hist)
