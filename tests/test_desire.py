@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import desire_reference as ref
+from datasets_available import mnist_available
 from snnlearn.rules import get_rule
 from snnlearn.rules.desire import HAVE_NUMBA, DesireBP
 
@@ -289,19 +290,9 @@ def test_output_threshold_is_exact_on_integer_counts():
     assert d1[-1].tolist() == [[1.0, 0.0, -1.0]]
 
 
-def _mnist_available() -> bool:
-    try:
-        from snnlearn.data import load_dataset
-
-        load_dataset("mnist", "test", download=False)
-        return True
-    except Exception:
-        return False
-
-
 def test_cli_end_to_end_mnist(tmp_path):
     cli = pytest.importorskip("snnlearn.cli")
-    if not _mnist_available():
+    if not mnist_available():
         pytest.skip("MNIST not found (set SNNLEARN_DATA)")
     out = tmp_path / "run"
     rc = cli.main(

@@ -16,6 +16,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from s4nn_reference import ReferenceS4NN  # noqa: E402
+from datasets_available import mnist_available  # noqa: E402
 
 from snnlearn.rules import get_rule  # noqa: E402
 from snnlearn.rules.s4nn import HAVE_NUMBA, S4NN  # noqa: E402
@@ -349,21 +350,11 @@ def test_recipes_build(name):
     assert rule.threshold[0] == 100.0 and rule.t_max == 256 and rule.gamma == 3
 
 
-def _mnist_available() -> bool:
-    try:
-        from snnlearn.data import load_dataset
-
-        load_dataset("mnist", "test", download=False)
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
     """One short CLI training run on 2,000 MNIST images (shared by the end-to-end tests)."""
     cli = pytest.importorskip("snnlearn.cli")
-    if not _mnist_available():
+    if not mnist_available():
         pytest.skip("MNIST not found (set SNNLEARN_DATA)")
     out = tmp_path_factory.mktemp("s4nn") / "run"
     threads = torch.get_num_threads()
