@@ -368,6 +368,15 @@ if HAVE_NUMBA:
     # small thread pool; the kernels release the GIL. (numba's parallel=True would do the same but
     # takes ~20 s longer to compile.)
     @_njit
+    def _nb_forward_scratch(table, T, max_n, pats):  # pragma: no cover
+        """Scratch buffers of one ``_nb_forward`` caller (potentials, events, input patterns)."""
+        n_p = pats[1].shape[1]
+        return (np.empty((T, max_n), dtype=table.dtype), np.empty(max_n, dtype=table.dtype),
+                np.empty(T * max_n, dtype=np.int64), np.empty(T * max_n, dtype=np.int64),
+                np.empty((n_p, max_n), dtype=table.dtype), np.zeros(n_p, dtype=np.uint8),
+                np.empty(n_p, dtype=np.int64))
+
+    @_njit
     def _nb_batch_forward(LV, Y, KEEP, in_scale, table, level_active, wts, wms, sizes, T, beta, theta, delay,
                           n_eff, thr_out, label_sign, l1, theta_hid, inclusive, pats,
                           S, counts, d, act, n_act, sel, n_sel, max_n, c, n_chunks, stats):  # pragma: no cover
@@ -375,14 +384,7 @@ if HAVE_NUMBA:
         changing neurons of the samples c, c + n_chunks, …"""
         B = LV.shape[0]
         L = len(wts)
-        cur = np.empty((T, max_n), dtype=table.dtype)
-        v = np.empty(max_n, dtype=table.dtype)
-        ev_t = np.empty(T * max_n, dtype=np.int64)
-        ev_i = np.empty(T * max_n, dtype=np.int64)
-        n_p = pats[1].shape[1]
-        G = np.empty((n_p, max_n), dtype=table.dtype)
-        pat_used = np.zeros(n_p, dtype=np.uint8)
-        pat_list = np.empty(n_p, dtype=np.int64)
+        cur, v, ev_t, ev_i, G, pat_used, pat_list = _nb_forward_scratch(table, T, max_n, pats)
         for b in range(c, B, n_chunks):
             _nb_forward(LV[b], KEEP[b], in_scale, table, level_active, wts, sizes, T, beta, theta, delay,
                         S[b], counts[b], act[b], n_act[b], cur, v, ev_t, ev_i, pats[0], pats[1], G, pat_used, pat_list)
@@ -473,18 +475,11 @@ if HAVE_NUMBA:
         """Evaluation of the samples c, c + n_chunks, …: output spike counts and spikes per layer."""
         B = LV.shape[0]
         L = len(wts)
-        cur = np.empty((T, max_n), dtype=table.dtype)
-        v = np.empty(max_n, dtype=table.dtype)
         S = np.empty((L + 1, T + 1, max_n), dtype=np.uint8)
         counts = np.empty((L + 1, max_n), dtype=table.dtype)
         act = np.empty((L, max_n), dtype=np.int64)
         n_act = np.empty(L, dtype=np.int64)
-        ev_t = np.empty(T * max_n, dtype=np.int64)
-        ev_i = np.empty(T * max_n, dtype=np.int64)
-        n_p = pats[1].shape[1]
-        G = np.empty((n_p, max_n), dtype=table.dtype)
-        pat_used = np.zeros(n_p, dtype=np.uint8)
-        pat_list = np.empty(n_p, dtype=np.int64)
+        cur, v, ev_t, ev_i, G, pat_used, pat_list = _nb_forward_scratch(table, T, max_n, pats)
         for b in range(c, B, n_chunks):
             _nb_forward(LV[b], keep, in_scale, table, level_active, wts, sizes, T, beta, theta, delay,
                         S, counts, act, n_act, cur, v, ev_t, ev_i, pats[0], pats[1], G, pat_used, pat_list)
