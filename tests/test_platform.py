@@ -179,6 +179,18 @@ def test_seeds_give_mean_and_std(toy, tmp_path):
     assert (out / "seed0" / "summary.json").exists() and (out / "seed1" / "summary.json").exists()
 
 
+def test_report_mean_over_separate_runs(toy, tmp_path, capsys):
+    for name, extra in (("s0", ["--seed", "0"]), ("s1", ["--seed", "1"]), ("other", ["--seed", "2", "--set", "lr=0.3"])):
+        assert cli.main(["train", str(toy), "--out", str(tmp_path / name), "--epochs", "1", "--device", "cpu", *extra]) == 0
+    capsys.readouterr()
+    assert cli.main(["report", "--mean", str(tmp_path / "s0"), str(tmp_path / "s1")]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text())["test_accuracy"] for n in ("s0", "s1"))
+    assert f"{100 * (a + b) / 2:.2f} ± " in row and "seeds 0,1" in row
+    assert cli.main(["report", "--mean", str(tmp_path / "s0"), str(tmp_path / "other")]) == 2
+    assert "['lr']" in capsys.readouterr().err
+
+
 def test_nan_is_caught(toy, tmp_path, capsys):
     rc = cli.main(["train", str(toy), "--out", str(tmp_path / "nan"), "--set", "explode=true", "--device", "cpu"])
     assert rc == 2 and "NaN" in capsys.readouterr().err
@@ -222,6 +234,22 @@ def test_cli_rejects_bad_numbers(capsys):
 def test_set_parses_yaml_values_and_dotted_keys():
     o = train.parse_overrides(["lr=0.5", "dataset_options.n_frames=30", "flag=true", "sizes=[1, 2]"])
     assert o == {"lr": 0.5, "dataset_options": {"n_frames": 30}, "flag": True, "sizes": [1, 2]}
+
+
+def test_variant_blocks_follow_the_chosen_variant(toy, tmp_path):
+    recipe = yaml.safe_load(toy.read_text())
+    recipe["variants"] = {"paper": {"lr": 0.2}, "reference": {"lr": 0.3, "batch_size": 4}}
+    path = tmp_path / "blocks.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert train.load_recipe(path)["lr"] == 0.2
+    ref = train.load_recipe(path, ["variant=reference"])
+    assert (ref["lr"], ref["batch_size"], ref["variant"]) == (0.3, 4, "reference")
+    assert "variants" not in ref
+    assert train.load_recipe(path, ["variant=reference", "lr=0.7"])["lr"] == 0.7  # explicit --set wins
+    recipe["variants"] = {"papr": {"lr": 0.2}}
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ValueError, match="papr"):
+        train.load_recipe(path)
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only():

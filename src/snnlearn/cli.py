@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="print finished runs as a markdown table (for docs/results.md)")
     r.add_argument("run_dirs", nargs="+")
+    r.add_argument("--mean", action="store_true",
+                   help="one row with mean ± std over the given runs (they must differ only in their seed)")
 
     a = sub.add_parser("analyze", help="run an analysis (plots + CSV); `snnlearn analyze list` lists them")
     a.add_argument("name")
@@ -157,19 +159,44 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _mean_of_runs(run_dirs: list[str], summaries: list[dict]) -> dict:
+    """Aggregate separately launched runs, refusing runs whose configurations differ beyond the seed."""
+    import yaml
+
+    from .train import aggregate_summaries
+
+    configs = []
+    for run in run_dirs:
+        path = Path(run) / "config.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run} is not a run directory (no config.yaml)")
+        configs.append({k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "seed"})
+    for run, cfg in zip(run_dirs[1:], configs[1:]):
+        diff = sorted(k for k in set(cfg) | set(configs[0]) if cfg.get(k) != configs[0].get(k))
+        if diff:
+            raise ValueError(f"--mean: {run} differs from {run_dirs[0]} in {diff}, not only in the seed")
+    return aggregate_summaries(summaries)
+
+
 def cmd_report(args) -> int:
     print("| recipe | variant | epochs | strict test (final) | reference-compatible | ties | silent | best val (epoch) | test at best val | train samples/s | wall | paper |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    summaries = []
     for run in args.run_dirs:
         path = Path(run) / "summary.json"
         if not path.is_file():
             raise FileNotFoundError(f"{run} has no summary.json (the run did not finish; its metrics.jsonl has the epochs done)")
-        s = json.loads(path.read_text())
+        summaries.append(json.loads(path.read_text()))
+    if args.mean:
+        summaries = [_mean_of_runs(args.run_dirs, summaries)]
+    for s in summaries:
         pm = lambda k: (f"{100 * s[k]:.2f}" + (f" ± {100 * s[k + '_std']:.2f}" if s.get(k + "_std") is not None else "")) if s.get(k) is not None else "n/a"
         best = f"{pm('best_val_accuracy')} ({s.get('best_epoch') or s.get('best_epochs')})" if s.get("best_val_accuracy") is not None else "n/a"
         at_best = s.get("test_at_best_val")
         at_best = f"{100 * at_best['accuracy']:.2f}" if at_best else (pm("test_accuracy_at_best_val") if s.get("test_accuracy_at_best_val") is not None else "n/a")
         cut = "" if s["epochs"] >= s.get("epochs_requested", s["epochs"]) else f" of {s['epochs_requested']}"
+        if s.get("seeds") is not None:
+            cut += f", seeds {','.join(str(x) for x in s['seeds'])}"
         print(f"| {s['recipe']} | {s['variant']} | {s['epochs']}{cut} | {pm('test_accuracy')} | {pm('test_accuracy_reference')} | "
               f"{pm('tie_rate')} | {pm('silent_rate')} | {best} | {at_best} | {s['train_samples_per_second']:.0f} | "
               f"{s['wall_seconds'] / 60:.1f} min | {s.get('paper_result') or ''} |")

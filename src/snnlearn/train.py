@@ -104,10 +104,22 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | Iterable[s
     if not isinstance(config, dict):
         raise ValueError(f"recipe {path} must be a YAML mapping")
     config.setdefault("name", path.stem)
-    if overrides:
-        if not isinstance(overrides, dict):
-            overrides = parse_overrides(overrides)
-        config = _merge(config, overrides)
+    if overrides and not isinstance(overrides, dict):
+        overrides = parse_overrides(overrides)
+    overrides = overrides or {}
+    # Per-variant settings (``variants: {paper: {...}, reference: {...}}``) apply to the chosen
+    # variant only, so ``--set variant=paper`` brings that variant's documented configuration
+    # instead of silently keeping the other variant's values. Explicit overrides still win.
+    blocks = config.pop("variants", None) or {}
+    if not isinstance(blocks, dict) or not all(isinstance(v, dict) for v in blocks.values()):
+        raise ValueError(f"recipe {path}: 'variants' must map variant names to mappings of settings")
+    variant = overrides.get("variant", config.get("variant", "paper"))
+    rule_variants = get_rule(config["rule"]).variants if "rule" in config else ()
+    stray = sorted(set(blocks) - set(rule_variants))
+    if stray:
+        raise ValueError(f"recipe {path}: 'variants' names {stray}, not variants of rule {config.get('rule')!r} "
+                         f"({list(rule_variants)})")
+    config = _merge(_merge(config, blocks.get(variant, {})), overrides)
     validate_recipe(config)
     return config
 
@@ -443,6 +455,33 @@ def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in ("accuracy", "accuracy_reference", "tie_rate", "silent_rate")}
 
 
+def aggregate_summaries(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std (sample standard deviation) over the summaries of runs that differ only in their
+    seed; per-seed values (best epochs, completion) are kept as lists or reduced conservatively."""
+    if not runs:
+        raise ValueError("no runs to aggregate")
+    keys = ["test_accuracy", "test_accuracy_reference", "tie_rate", "silent_rate", "best_val_accuracy", "wall_seconds",
+            "train_samples_per_second", "eval_samples_per_second"]
+    per_seed = ("seed", "confusion", "test_stats", "test_at_best_val", "best_epoch", "completed", "epochs", "command")
+    agg: dict[str, Any] = {k: v for k, v in runs[0].items() if k not in keys and k not in per_seed}
+    agg["seeds"] = [r["seed"] for r in runs]
+    agg["epochs"] = min(r["epochs"] for r in runs)
+    agg["completed"] = all(r["completed"] for r in runs)
+    agg["best_epochs"] = [r["best_epoch"] for r in runs]
+
+    def mean_std(name: str, vals: list[float]) -> None:
+        if vals:
+            agg[name] = statistics.mean(vals)
+            agg[name + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+    for k in keys:
+        mean_std(k, [r[k] for r in runs if r.get(k) is not None])
+    at_best = [r["test_at_best_val"] for r in runs if r.get("test_at_best_val")]
+    mean_std("test_accuracy_at_best_val", [t["accuracy"] for t in at_best])
+    mean_std("test_accuracy_reference_at_best_val", [t["accuracy_reference"] for t in at_best])
+    return agg
+
+
 def run_recipe(
     config: dict[str, Any],
     out_dir: str | Path,
@@ -462,23 +501,7 @@ def run_recipe(
     runs = []
     for s in seeds:
         runs.append(Trainer({**config, "seed": int(s)}, out_dir / f"seed{s}", **trainer_options).run(resume=resume))
-    keys = ["test_accuracy", "test_accuracy_reference", "tie_rate", "silent_rate", "best_val_accuracy", "wall_seconds",
-            "train_samples_per_second", "eval_samples_per_second"]
-    per_seed = ("seed", "confusion", "test_stats", "test_at_best_val", "best_epoch", "completed", "epochs", "command")
-    agg: dict[str, Any] = {k: v for k, v in runs[0].items() if k not in keys and k not in per_seed}
-    agg["seeds"] = seeds
-    agg["epochs"] = min(r["epochs"] for r in runs)
-    agg["completed"] = all(r["completed"] for r in runs)
-    agg["best_epochs"] = [r["best_epoch"] for r in runs]
-    for k in keys:
-        vals = [r[k] for r in runs if r.get(k) is not None]
-        if vals:
-            agg[k] = statistics.mean(vals)
-            agg[k + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    best_tests = [r["test_at_best_val"]["accuracy"] for r in runs if r.get("test_at_best_val")]
-    if best_tests:
-        agg["test_accuracy_at_best_val"] = statistics.mean(best_tests)
-        agg["test_accuracy_at_best_val_std"] = statistics.stdev(best_tests) if len(best_tests) > 1 else 0.0
+    agg = aggregate_summaries(runs)
     agg["runs"] = [str(out_dir / f"seed{s}") for s in seeds]
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "summary.json", "w") as f:
