@@ -191,6 +191,17 @@ def test_report_mean_over_separate_runs(toy, tmp_path, capsys):
     assert "['lr']" in capsys.readouterr().err
 
 
+def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):
+    for name, seed in (("a", "0"), ("b", "1")):
+        assert cli.main(["train", str(toy), "--out", str(tmp_path / name), "--epochs", "2", "--seed", seed, "--device", "cpu"]) == 0
+    out = tmp_path / "plots"
+    assert cli.main(["analyze", "curves", str(tmp_path / "a"), "--out", str(out), "--set", f"compare=[{tmp_path / 'b'}]"]) == 0
+    rows = (out / "curves.csv").read_text().splitlines()
+    assert rows[0].startswith("run,epoch,val_accuracy,test_accuracy") and len(rows) == 1 + 2 * 2
+    assert (out / "curves.png").stat().st_size > 0
+    assert cli.main(["analyze", "curves", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
 def test_nan_is_caught(toy, tmp_path, capsys):
     rc = cli.main(["train", str(toy), "--out", str(tmp_path / "nan"), "--set", "explode=true", "--device", "cpu"])
     assert rc == 2 and "NaN" in capsys.readouterr().err

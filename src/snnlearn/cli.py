@@ -165,12 +165,13 @@ def _mean_of_runs(run_dirs: list[str], summaries: list[dict]) -> dict:
 
     from .train import aggregate_summaries
 
+    ignored = {"seed", "name", "description", "paper", "paper_result"}  # labels, not settings
     configs = []
     for run in run_dirs:
         path = Path(run) / "config.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"{run} is not a run directory (no config.yaml)")
-        configs.append({k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "seed"})
+        configs.append({k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in ignored})
     for run, cfg in zip(run_dirs[1:], configs[1:]):
         diff = sorted(k for k in set(cfg) | set(configs[0]) if cfg.get(k) != configs[0].get(k))
         if diff:

@@ -23,54 +23,34 @@ default 1), ``limit-train`` (default 5000 training samples per sweep run; 0 = al
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .common import option, pyplot, write_csv
 
 
-def _opt(options: dict[str, Any], name: str, default: Any) -> Any:
-    for key in (name, name.replace("-", "_"), name.replace("_", "-")):
-        if key in options:
-            return options[key]
-    return default
 
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def _base_config(options: dict[str, Any]) -> dict[str, Any]:
     from ..train import load_recipe
 
-    overrides: dict[str, Any] = {"epochs": int(_opt(options, "epochs", 1))}
+    overrides: dict[str, Any] = {"epochs": int(option(options, "epochs", 1))}
     for key in ("variant", "seed", "batch_size", "dropout_hidden", "dropout_input", "lr"):
         if key in options:
             overrides[key] = options[key]
-    return load_recipe(str(_opt(options, "recipe", "desire-mnist")), overrides)
+    return load_recipe(str(option(options, "recipe", "desire-mnist")), overrides)
 
 
 def _train_options(options: dict[str, Any]) -> dict[str, Any]:
-    limit_train = int(_opt(options, "limit-train", 5000))
-    limit_test = int(_opt(options, "limit-test", 2000))
+    limit_train = int(option(options, "limit-train", 5000))
+    limit_test = int(option(options, "limit-test", 2000))
     return {
-        "device": str(_opt(options, "device", "auto")),
-        "data_dir": _opt(options, "data_dir", None),
+        "device": str(option(options, "device", "auto")),
+        "data_dir": option(options, "data_dir", None),
         "limit_train": limit_train or None,
         "limit_test": limit_test or None,
         "progress": False,
@@ -96,11 +76,11 @@ def _sweep(kind: str, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     topts = _train_options(options)
     rows = []
     if kind == "hidden":
-        values = [int(v) for v in _opt(options, "values", [100, 200, 400, 800])]
-        t_steps = int(_opt(options, "T", base.get("T", 20)))
+        values = [int(v) for v in option(options, "values", [100, 200, 400, 800])]
+        t_steps = int(option(options, "T", base.get("T", 20)))
     else:
-        values = [int(v) for v in _opt(options, "values", [5, 10, 20, 30])]
-        n_hidden = int(_opt(options, "N", 800))
+        values = [int(v) for v in option(options, "values", [5, 10, 20, 30])]
+        n_hidden = int(option(options, "N", 800))
     for v in values:
         cfg = dict(base)
         if kind == "hidden":
@@ -113,13 +93,13 @@ def _sweep(kind: str, out_dir: Path, options: dict[str, Any]) -> list[Path]:
         rows.append([v, cfg["arch"], cfg["T"], s["epochs"], s["n_train"], s["test_accuracy"], s["test_accuracy_reference"],
                      s.get("best_val_accuracy"), s["tie_rate"], s["silent_rate"], s["train_samples_per_second"]])
     name = "desire-sweep-hidden" if kind == "hidden" else "desire-sweep-T"
-    csv_path = _write_csv(
+    csv_path = write_csv(
         out_dir / f"{name}.csv",
         ["N" if kind == "hidden" else "T", "arch", "T_steps", "epochs", "n_train", "test_strict", "test_reference",
          "best_val", "tie_rate", "silent_rate", "train_samples_per_s"],
         rows,
     )
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     xs = [r[0] for r in rows]
     ax.plot(xs, [100 * r[5] for r in rows], "o-", label="strict (label's unique maximum)")
@@ -176,8 +156,8 @@ def local_loss(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> 
         rows.append([r["epoch"]] + [tr.get(f"local_loss/{l}") for l in layers] + [tr.get(f"desire/{l}") for l in layers]
                     + [tr.get("loss"), r.get("test", {}).get("accuracy"), (r.get("val") or {}).get("accuracy")])
     out_dir = Path(out_dir)
-    csv_path = _write_csv(out_dir / "desire-local-loss.csv", header, rows)
-    plt = _plt()
+    csv_path = write_csv(out_dir / "desire-local-loss.csv", header, rows)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     epochs = [r[0] for r in rows]
     for i, l in enumerate(layers):
@@ -217,12 +197,12 @@ def class_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any])
     from ..train import load_run, prepare_data
 
     out_dir = Path(out_dir)
-    n_pick = int(_opt(options, "neurons", 20))
-    split = str(_opt(options, "split", "test"))
+    n_pick = int(option(options, "neurons", 20))
+    split = str(option(options, "split", "test"))
     snapshots: list[tuple[str, Any, dict[str, Any]]] = []
-    device = str(_opt(options, "device", "auto"))
+    device = str(option(options, "device", "auto"))
     if run_dir is not None:
-        which = str(_opt(options, "which", "best"))
+        which = str(option(options, "which", "best"))
         config, rule = load_run(run_dir, which=which, device=device)
         if config.get("rule") != "desire":
             raise ValueError(f"desire-class-activity: {run_dir} is a {config.get('rule')!r} run, not a desire run")
@@ -230,7 +210,7 @@ def class_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any])
     else:
         cfg = _base_config({**options, "epochs": 1})
         topts = _train_options(options)
-        n_epochs = int(_opt(options, "epochs", 5))
+        n_epochs = int(option(options, "epochs", 5))
         run = out_dir / "runs" / "activity"
         for e in range(1, n_epochs + 1):
             cfg_e = {**cfg, "epochs": e}
@@ -238,12 +218,12 @@ def class_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any])
             config, rule = load_run(run, which="last", device=device)
             snapshots.append((f"epoch {e}", rule, config))
     config = snapshots[0][2]
-    limit = int(_opt(options, "limit-test", 2000)) or None
-    _, val, test = prepare_data(config, _opt(options, "data_dir", None), limit_train=1, limit_test=limit)
+    limit = int(option(options, "limit-test", 2000)) or None
+    _, val, test = prepare_data(config, option(options, "data_dir", None), limit_train=1, limit_test=limit)
     ds = test if split == "test" else val
     if ds is None:
         raise ValueError(f"split {split!r} is not available for this run")
-    g = torch.Generator().manual_seed(int(_opt(options, "seed", 0)))
+    g = torch.Generator().manual_seed(int(option(options, "seed", 0)))
     rule0 = snapshots[0][1]
     sizes = rule0.sizes[1:]
     picks = [torch.randperm(n, generator=g)[: min(n_pick, n)].sort().values if l < len(sizes) - 1 else torch.arange(n)
@@ -255,8 +235,8 @@ def class_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any])
             for k in range(m.shape[0]):
                 for j, neuron in enumerate(idx.tolist()):
                     rows.append([tag, rule0.layer_names[l], neuron, k, float(m[k, j])])
-    csv_path = _write_csv(out_dir / "desire-class-activity.csv", ["snapshot", "layer", "neuron", "class", "relative_spike_count"], rows)
-    plt = _plt()
+    csv_path = write_csv(out_dir / "desire-class-activity.csv", ["snapshot", "layer", "neuron", "class", "relative_spike_count"], rows)
+    plt = pyplot()
     n_layers, n_snap = len(sizes), len(snapshots)
     fig, axes = plt.subplots(n_layers, n_snap, figsize=(2.4 * n_snap + 1, 1.9 * n_layers + 0.6), squeeze=False)
     for s, ((tag, _, _), act) in enumerate(zip(snapshots, acts)):

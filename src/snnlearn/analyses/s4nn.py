@@ -21,23 +21,16 @@ Common options: ``which`` (``best`` | ``last`` checkpoint, default best), ``spli
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .common import pyplot, write_csv
+
 
 # ------------------------------------------------------------------------------------- helpers
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _load(run_dir: Path | None, options: dict[str, Any], name: str):
     if run_dir is None:
@@ -78,14 +71,6 @@ def _evaluate(rule, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int)
     return acc.result()
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
-
 
 def _grid(values: list[float] | None, start: float, stop: float, step: float) -> list[float]:
     if values is not None:
@@ -114,12 +99,12 @@ def threshold_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]
     finally:
         rule.set_threshold(trained)
     out_dir = Path(out_dir)
-    csv_path = _write_csv(
+    csv_path = write_csv(
         out_dir / "s4nn_threshold_sweep.csv",
         ["threshold", "accuracy", "accuracy_reference", "mean_winner_time", "silent_rate", "tie_rate", *layer_keys],
         rows,
     )
-    plt = _plt()
+    plt = pyplot()
     fig, (ax, ax3) = plt.subplots(1, 2, figsize=(11, 4))
     th = [r[0] for r in rows]
     ax.plot(th, [100 * r[1] for r in rows], "o-", color="C0", label="strict accuracy")
@@ -171,8 +156,8 @@ def jitter(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
         sd = (sum((a - m) ** 2 for a in accs) / (repeats - 1)) ** 0.5 if repeats > 1 else 0.0
         rows.append([J, m, sd, sum(refs) / repeats, sum(times) / repeats])
     out_dir = Path(out_dir)
-    csv_path = _write_csv(out_dir / "s4nn_jitter.csv", ["jitter", "accuracy", "accuracy_std", "accuracy_reference", "mean_winner_time"], rows)
-    plt = _plt()
+    csv_path = write_csv(out_dir / "s4nn_jitter.csv", ["jitter", "accuracy", "accuracy_std", "accuracy_reference", "mean_winner_time"], rows)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar([r[0] for r in rows], [100 * r[1] for r in rows], yerr=[100 * r[2] for r in rows], fmt="o-", label="strict")
     ax.plot([r[0] for r in rows], [100 * r[3] for r in rows], "s--", alpha=0.5, label="reference-compatible")
@@ -215,7 +200,7 @@ def firing_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
         nets.insert(0, ("initial", build_rule(config, rule.input_shape, rule.n_classes, rule.device)))
     out_dir = Path(out_dir)
     paths: list[Path] = []
-    plt = _plt()
+    plt = pyplot()
     t_max = rule.t_max
     labels = ds.labels
     results = {}
@@ -266,7 +251,7 @@ def firing_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
     fig.savefig(p, dpi=110)
     plt.close(fig)
     paths.append(p)
-    paths.append(_write_csv(out_dir / "s4nn_mean_output_times.csv", ["output_neuron", *classes], [[k, *mean[k].tolist()] for k in range(C)]))
+    paths.append(write_csv(out_dir / "s4nn_mean_output_times.csv", ["output_neuron", *classes], [[k, *mean[k].tolist()] for k in range(C)]))
     # Fig. 5: winner firing times
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(win.double().numpy(), bins=torch.linspace(0, t_max, 65).tolist())
@@ -286,9 +271,9 @@ def firing_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
         sel = labels == c
         rows.append([classes[c], int(sel.sum()), float(to[sel, c].double().mean()), float(win[sel].double().mean()), *spikes[sel].double().mean(0).tolist()])
     rows.append(["all", len(labels), float(to.gather(1, labels.view(-1, 1)).double().mean()), float(win.double().mean()), *spikes.double().mean(0).tolist()])
-    paths.append(_write_csv(out_dir / "s4nn_per_class.csv", ["category", "n", "mean_time_correct_neuron", "mean_winner_time", *keys], rows))
+    paths.append(write_csv(out_dir / "s4nn_per_class.csv", ["category", "n", "mean_time_correct_neuron", "mean_winner_time", *keys], rows))
     paths.append(
-        _write_csv(
+        write_csv(
             out_dir / "s4nn_output_times.csv",
             ["sample", "label", *[f"t_out{k}" for k in range(C)]],
             [[i, int(labels[i]), *to[i].tolist()] for i in range(len(labels))],
@@ -313,7 +298,7 @@ def weights(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> lis
         h, w = (side, side) if side * side == n_in else (1, n_in)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plt = _plt()
+    plt = pyplot()
     ncol = min(n, 8)
     nrow = math.ceil(n / ncol)
     aspect = w / h
@@ -348,8 +333,8 @@ def weights(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> lis
     for j in range(n_h):
         col = W[:, j]
         rows.append([j + 1, float(col.mean()), float(col.std()), float(col.min()), float(col.max()), float((col < 0).double().mean())])
-    p_stats = _write_csv(out_dir / "s4nn_hidden_weight_stats.csv", ["neuron", "mean", "std", "min", "max", "fraction_negative"], rows)
-    p_w = _write_csv(
+    p_stats = write_csv(out_dir / "s4nn_hidden_weight_stats.csv", ["neuron", "mean", "std", "min", "max", "fraction_negative"], rows)
+    p_w = write_csv(
         out_dir / "s4nn_hidden_weights.csv",
         ["input", "row", "col", *[f"neuron{j + 1}" for j in range(n)]],
         [[i, i // w, i % w, *W[i, :n].tolist()] for i in range(n_in)],

@@ -1,0 +1,111 @@
+"""Helpers shared by the analyses (plot backend, CSV output, option lookup) and the rule-agnostic
+``curves`` analysis."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (analyses write files only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def option(options: dict[str, Any], name: str, default: Any) -> Any:
+    """``options[name]``, accepting ``-`` and ``_`` spellings of the key."""
+    for key in (name, name.replace("-", "_"), name.replace("_", "-")):
+        if key in options:
+            return options[key]
+    return default
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; pass the --out of `snnlearn train`")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} is empty: no epoch has finished yet")
+    return rows
+
+
+def _paper_number(run_dir: Path) -> float | None:
+    """The first percentage in the recipe's ``paper_result`` (e.g. 89.75 of "89.75 ± 0.03 %")."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    found = re.search(r"\d+(?:\.\d+)?", str((yaml.safe_load(path.read_text()) or {}).get("paper_result", "")))
+    return float(found.group()) if found else None
+
+
+def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
+    """Validation and test accuracy (strict) per epoch of one or more runs, the best-validation
+    epoch of each marked, and the paper's number as a dotted line. Options: ``compare`` (a list of
+    further run directories drawn in the same axes)."""
+    runs = ([Path(run_dir)] if run_dir is not None else []) + [Path(p) for p in option(options, "compare", []) or []]
+    if not runs:
+        raise ValueError("curves needs a run directory, e.g. `snnlearn analyze curves runs/tssl-fmnist-mlp`")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    rows: list[list[Any]] = []
+    for i, run in enumerate(runs):
+        history = _history(run)
+        epochs = [h["epoch"] for h in history]
+        test = [100 * h["test"]["accuracy"] for h in history]
+        val = [100 * h["val"]["accuracy"] if h.get("val") else None for h in history]
+        color = f"C{i % 10}"
+        ax.plot(epochs, test, color=color, lw=1.2, label=f"{run.name} test")
+        if any(v is not None for v in val):
+            ax.plot(epochs, [float("nan") if v is None else v for v in val], color=color, lw=0.8, ls="--",
+                    label=f"{run.name} val")
+            best = max(range(len(val)), key=lambda j: (val[j] if val[j] is not None else -1.0, -j))
+            ax.plot([epochs[best]], [test[best]], "o", color=color, ms=6)
+            if len(runs) <= 3:  # more labels than that only clutter the plot; the CSV has them
+                ax.annotate(f"{test[best]:.2f} % (epoch {epochs[best]})", (epochs[best], test[best]),
+                            textcoords="offset points", xytext=(4, -12), fontsize=8, color=color)
+        for h in history:
+            v = h.get("val") or {}
+            t = h["test"]
+            rows.append([run.name, h["epoch"], v.get("accuracy"), t["accuracy"], t["accuracy_reference"],
+                         t["tie_rate"], t["silent_rate"]])
+    paper = _paper_number(runs[0])
+    if paper is not None:
+        ax.axhline(paper, color="k", ls=":", lw=1, label=f"paper {paper:g} %")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("strict accuracy (%)")
+    top = [r[3] for r in rows if r[3] is not None]
+    ax.set_ylim(max(0.0, 100 * sorted(top)[len(top) // 10] - 2), 100.5 if paper is None else max(paper, 100 * max(top)) + 0.5)
+    ax.set_title("strict accuracy per epoch (dot: test at the best-validation epoch)")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / "curves.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    csv_path = write_csv(out_dir / "curves.csv", ["run", "epoch", "val_accuracy", "test_accuracy",
+                                                   "test_accuracy_reference", "tie_rate", "silent_rate"], rows)
+    return [png, csv_path]
+
+
+ANALYSES = {"curves": curves}
