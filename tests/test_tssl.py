@@ -401,6 +401,24 @@ def test_reference_variant_optimiser_and_clamp():
     assert type(paper.optimizer) is torch.optim.Adam and paper.optimizer.param_groups[0]["weight_decay"] == 0.0
 
 
+def test_cosine_lr_schedule_is_opt_in_and_follows_the_epoch():
+    const = TSSLBP("10", (1, 4, 4), 10, variant="reference", lr=1e-3)
+    for epoch in (0, 7, 50):
+        const.start_epoch(epoch)
+        assert const.optimizer.param_groups[0]["lr"] == 1e-3
+    rule = TSSLBP("10", (1, 4, 4), 10, variant="reference", lr=1e-3, lr_schedule="cosine", lr_epochs=4)
+    seen = []
+    for epoch in (0, 1, 2, 3, 4, 9, 2):
+        rule.start_epoch(epoch)
+        seen.append(rule.optimizer.param_groups[0]["lr"])
+    assert seen == pytest.approx([1e-3, 0.5e-3 * (1 + 2**-0.5), 0.5e-3, 0.5e-3 * (1 - 2**-0.5), 0.0, 0.0, 0.5e-3])
+    for bad in (None, 0, 2.5):
+        with pytest.raises(ValueError, match="lr_epochs"):
+            TSSLBP("10", (1, 4, 4), 10, lr_schedule="cosine", lr_epochs=bad)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TSSLBP("10", (1, 4, 4), 10, lr_schedule="step")
+
+
 @pytest.mark.parametrize("variant", ["paper", "reference"])
 def test_training_reduces_loss(variant):
     rule = TSSLBP("30-10", (1, 6, 6), 10, variant=variant, seed=0, lr=5e-3)

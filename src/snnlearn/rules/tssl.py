@@ -88,6 +88,10 @@ inter-neuron term (``surrogate_kernel: true``, the HEAD form; ``false`` uses ``g
 ``weight_scale`` multiplies the authors' init (linear: Kaiming normal; conv: PyTorch's default
 uniform ±1/√fan_in); ``switch: none`` gives pure TSSL-BP and ``switch: surrogate`` the
 surrogate-only ablation of issue #2.
+
+Not in the paper or the authors' code (opt-in): ``lr_schedule: cosine`` with ``lr_epochs: E`` anneals
+the learning rate as ``lr·½(1 + cos(π·epoch/E))`` per epoch (both variants train at a constant rate;
+the default ``lr_schedule: constant`` keeps it so).
 """
 
 from __future__ import annotations
@@ -381,6 +385,8 @@ class TSSLBP(Rule):
             "event_binary": True,
             "readout": "psc",
             "augment": None,
+            "lr_schedule": "constant",
+            "lr_epochs": None,
             "dtype": "float32",
         }
         if variant == "paper":
@@ -429,9 +435,12 @@ class TSSLBP(Rule):
                              ("switch", ("element", "layer", "none", "surrogate")),
                              ("loss", ("kernel", "count", "softmax")), ("optimizer", ("adam", "adamw")),
                              ("readout", ("psc", "count")), ("dropout_mode", ("channel", "element")),
-                             ("augment", (None, "crop_flip"))):
+                             ("augment", (None, "crop_flip")), ("lr_schedule", ("constant", "cosine"))):
             if h[key] not in allowed:
                 raise ValueError(f"tssl: {key} must be one of {list(allowed)}, got {h[key]!r}")
+        if h["lr_schedule"] == "cosine" and not (isinstance(h["lr_epochs"], int) and h["lr_epochs"] > 0):
+            raise ValueError(f"tssl: lr_schedule cosine needs lr_epochs, a positive integer (the recipe's "
+                             f"epochs), got {h['lr_epochs']!r}")
         # input: static images (C, H, W) or event frames (T, 2, H, W)
         self.events = len(self.input_shape) == 4
         frame_shape = self.input_shape[1:] if self.events else self.input_shape
@@ -693,6 +702,15 @@ class TSSLBP(Rule):
                 for w in self.params:
                     w.clamp_(-c, c)
         return {"loss": float(loss.detach()) / max(1, x.shape[0])}
+
+    def start_epoch(self, epoch: int) -> None:
+        """Set this epoch's learning rate (constant, or the opt-in cosine annealing); derived from the
+        epoch number alone, so a resumed run continues the schedule exactly."""
+        lr = float(self.hparams["lr"])
+        if self.hparams["lr_schedule"] == "cosine":
+            lr *= 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.hparams["lr_epochs"]) / self.hparams["lr_epochs"]))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Decision:
