@@ -82,7 +82,8 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
             ax.plot([epochs[best]], [test[best]], "o", color=color, ms=6)
             if len(runs) <= 3:  # more labels than that only clutter the plot; the CSV has them
                 ax.annotate(f"{test[best]:.2f} % (epoch {epochs[best]})", (epochs[best], test[best]),
-                            textcoords="offset points", xytext=(4, -12), fontsize=8, color=color)
+                            textcoords="offset points", xytext=(6, 10), fontsize=8, color=color,
+                            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.5, alpha=0.9))
         for h in history:
             v = h.get("val") or {}
             t = h["test"]
@@ -93,8 +94,11 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
         ax.axhline(paper, color="k", ls=":", lw=1, label=f"paper {paper:g} %")
     ax.set_xlabel("epoch")
     ax.set_ylabel("strict accuracy (%)")
+    # lower limit: the 10th percentile of the test curve (hides the first epochs' climb); upper: every
+    # plotted value (validation curves included) and the paper line stay inside
     top = [r[3] for r in rows if r[3] is not None]
-    ax.set_ylim(max(0.0, 100 * sorted(top)[len(top) // 10] - 2), 100.5 if paper is None else max(paper, 100 * max(top)) + 0.5)
+    highest = 100 * max(top + [r[2] for r in rows if r[2] is not None])
+    ax.set_ylim(max(0.0, 100 * sorted(top)[len(top) // 10] - 2), min(100.5, max(paper or 0.0, highest) + 0.5))
     ax.set_title("strict accuracy per epoch (dot: test at the best-validation epoch)")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     ax.grid(alpha=0.3)
