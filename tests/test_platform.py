@@ -188,6 +188,14 @@ def test_report_mean_over_separate_runs(toy, tmp_path, capsys):
     assert f"{100 * (a + b) / 2:.2f} ± " in row and "seeds 0,1" in row
     assert cli.main(["report", "--mean", str(tmp_path / "s0"), str(tmp_path / "other")]) == 2
     assert "['lr']" in capsys.readouterr().err
+    # a summary written before the "completed" key existed: complete when it ran every requested epoch
+    old = json.loads((tmp_path / "s1" / "summary.json").read_text())
+    del old["completed"]
+    (tmp_path / "s1" / "summary.json").write_text(json.dumps(old))
+    new = json.loads((tmp_path / "s0" / "summary.json").read_text())
+    assert train.aggregate_summaries([new, old])["completed"] is True
+    assert train.aggregate_summaries([new, {**old, "epochs": old["epochs_requested"] - 1}])["completed"] is False
+    assert cli.main(["report", "--mean", str(tmp_path / "s0"), str(tmp_path / "s1")]) == 0
 
 
 def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):
