@@ -37,7 +37,8 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     return path
 
 
-def _history(run_dir: Path) -> list[dict[str, Any]]:
+def history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run (its ``metrics.jsonl``), with clear errors when there are none."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; pass the --out of `snnlearn train`")
@@ -69,10 +70,10 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     fig, ax = plt.subplots(figsize=(8, 4.8))
     rows: list[list[Any]] = []
     for i, run in enumerate(runs):
-        history = _history(run)
-        epochs = [h["epoch"] for h in history]
-        test = [100 * h["test"]["accuracy"] for h in history]
-        val = [100 * h["val"]["accuracy"] if h.get("val") else None for h in history]
+        records = history(run)
+        epochs = [h["epoch"] for h in records]
+        test = [100 * h["test"]["accuracy"] for h in records]
+        val = [100 * h["val"]["accuracy"] if h.get("val") else None for h in records]
         color = f"C{i % 10}"
         ax.plot(epochs, test, color=color, lw=1.2, label=f"{run.name} test")
         if any(v is not None for v in val):
@@ -84,7 +85,7 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
                 ax.annotate(f"{test[best]:.2f} % (epoch {epochs[best]})", (epochs[best], test[best]),
                             textcoords="offset points", xytext=(6, 10), fontsize=8, color=color,
                             bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.5, alpha=0.9))
-        for h in history:
+        for h in records:
             v = h.get("val") or {}
             t = h["test"]
             rows.append([run.name, h["epoch"], v.get("accuracy"), t["accuracy"], t["accuracy_reference"],

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .common import option, pyplot, write_csv
+from .common import history, option, pyplot, write_csv
 
 
 
@@ -139,16 +139,11 @@ def local_loss(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> 
     """Fig. 6: per-layer local losses per epoch from ``metrics.jsonl``, with the test accuracy."""
     if run_dir is None:
         raise ValueError("desire-local-loss needs a run directory, e.g. `snnlearn analyze desire-local-loss runs/desire-mnist`")
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a run directory of `snnlearn train`?")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not records:
-        raise ValueError(f"{path} holds no epoch yet")
+    records = history(Path(run_dir))
     layers = sorted({k.split("/", 1)[1] for r in records for k in r.get("train", {}) if k.startswith("local_loss/")},
                     key=lambda n: (n == "output", n))
     if not layers:
-        raise ValueError(f"{path} has no local_loss/* statistics: not a desire run (or learn_stats was false)")
+        raise ValueError(f"{run_dir} has no local_loss/* statistics: not a desire run (or learn_stats was false)")
     header = ["epoch"] + [f"local_loss/{l}" for l in layers] + [f"desire/{l}" for l in layers] + ["loss", "test_accuracy", "val_accuracy"]
     rows = []
     for r in records:
