@@ -209,6 +209,16 @@ def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):
     assert cli.main(["analyze", "curves", str(tmp_path / "missing"), "--out", str(out)]) == 2
 
 
+def test_rule_hears_each_epoch_and_the_run_length(toy, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(PrototypeRule, "start_epoch", lambda self, epoch, n_epochs=None: calls.append((epoch, n_epochs)))
+    assert cli.main(["train", str(toy), "--out", str(tmp_path / "r"), "--epochs", "2", "--device", "cpu"]) == 0
+    assert calls == [(0, 2), (1, 2)]
+    calls.clear()
+    assert cli.main(["train", str(toy), "--out", str(tmp_path / "r"), "--epochs", "4", "--device", "cpu", "--resume"]) == 0
+    assert calls == [(2, 4), (3, 4)]
+
+
 def test_nan_is_caught(toy, tmp_path, capsys):
     rc = cli.main(["train", str(toy), "--out", str(tmp_path / "nan"), "--set", "explode=true", "--device", "cpu"])
     assert rc == 2 and "NaN" in capsys.readouterr().err

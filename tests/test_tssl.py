@@ -412,7 +412,13 @@ def test_cosine_lr_schedule_is_opt_in_and_follows_the_epoch():
         rule.start_epoch(epoch)
         seen.append(rule.optimizer.param_groups[0]["lr"])
     assert seen == pytest.approx([1e-3, 0.5e-3 * (1 + 2**-0.5), 0.5e-3, 0.5e-3 * (1 - 2**-0.5), 0.0, 0.0, 0.5e-3])
-    for bad in (None, 0, 2.5):
+    # without lr_epochs the schedule spans the run's epochs, as the Trainer passes them
+    run_length = TSSLBP("10", (1, 4, 4), 10, variant="reference", lr=1e-3, lr_schedule="cosine")
+    run_length.start_epoch(2, 4)
+    assert run_length.optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    with pytest.raises(ValueError, match="lr_epochs"):
+        run_length.start_epoch(2)
+    for bad in (0, 2.5, -3):
         with pytest.raises(ValueError, match="lr_epochs"):
             TSSLBP("10", (1, 4, 4), 10, lr_schedule="cosine", lr_epochs=bad)
     with pytest.raises(ValueError, match="lr_schedule"):

@@ -344,7 +344,7 @@ class Trainer:
         )
         t_run = time.perf_counter()
         for epoch in range(start_epoch, epochs):
-            rule.start_epoch(epoch)
+            rule.start_epoch(epoch, epochs)
             order = epoch_order(len(train), seed, epoch, shuffle)
             sums: dict[str, float] = {}
             n_steps = 0

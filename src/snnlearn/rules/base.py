@@ -134,8 +134,9 @@ class Rule(abc.ABC):
     def predict(self, x: Tensor) -> Decision:
         """Inference on an encoded batch (no learning, no dropout)."""
 
-    def start_epoch(self, epoch: int) -> None:
-        """Called before epoch ``epoch`` (0-based); e.g. sets the learning-rate schedule."""
+    def start_epoch(self, epoch: int, n_epochs: int | None = None) -> None:
+        """Called before epoch ``epoch`` (0-based) of ``n_epochs`` (the run's length, when known);
+        e.g. sets the learning-rate schedule."""
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """Called after epoch ``epoch``; e.g. dead-neuron re-initialisation. Returns stats."""

@@ -1230,7 +1230,7 @@ class DesireBP(Rule):
             parts.append([self._level_count[part].float()] + [c.float().clone() for c in counts])
         return [torch.cat([p[l] for p in parts]) for l in range(self.n_layers + 1)]
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int, n_epochs: int | None = None) -> None:
         """Learning-rate schedule (§5.2): ``η·(1 − decay)^epoch`` (paper) or ``η·exp(−decay·epoch)`` (code)."""
         self.epoch = int(epoch)
         self.lr_now = self.lr_at(self.epoch)

@@ -89,9 +89,9 @@ inter-neuron term (``surrogate_kernel: true``, the HEAD form; ``false`` uses ``g
 uniform ±1/√fan_in); ``switch: none`` gives pure TSSL-BP and ``switch: surrogate`` the
 surrogate-only ablation of issue #2.
 
-Not in the paper or the authors' code (opt-in): ``lr_schedule: cosine`` with ``lr_epochs: E`` anneals
-the learning rate as ``lr·½(1 + cos(π·epoch/E))`` per epoch (both variants train at a constant rate;
-the default ``lr_schedule: constant`` keeps it so).
+Not in the paper or the authors' code (opt-in): ``lr_schedule: cosine`` anneals the learning rate
+as ``lr·½(1 + cos(π·epoch/E))`` per epoch, E = ``lr_epochs`` or, when that is null, the run's number
+of epochs (both variants train at a constant rate; the default ``lr_schedule: constant`` keeps it so).
 """
 
 from __future__ import annotations
@@ -438,9 +438,9 @@ class TSSLBP(Rule):
                              ("augment", (None, "crop_flip")), ("lr_schedule", ("constant", "cosine"))):
             if h[key] not in allowed:
                 raise ValueError(f"tssl: {key} must be one of {list(allowed)}, got {h[key]!r}")
-        if h["lr_schedule"] == "cosine" and not (isinstance(h["lr_epochs"], int) and h["lr_epochs"] > 0):
-            raise ValueError(f"tssl: lr_schedule cosine needs lr_epochs, a positive integer (the recipe's "
-                             f"epochs), got {h['lr_epochs']!r}")
+        if h["lr_epochs"] is not None and not (isinstance(h["lr_epochs"], int) and h["lr_epochs"] > 0):
+            raise ValueError(f"tssl: lr_epochs must be null (the run's epochs) or a positive integer, "
+                             f"got {h['lr_epochs']!r}")
         # input: static images (C, H, W) or event frames (T, 2, H, W)
         self.events = len(self.input_shape) == 4
         frame_shape = self.input_shape[1:] if self.events else self.input_shape
@@ -703,12 +703,16 @@ class TSSLBP(Rule):
                     w.clamp_(-c, c)
         return {"loss": float(loss.detach()) / max(1, x.shape[0])}
 
-    def start_epoch(self, epoch: int) -> None:
-        """Set this epoch's learning rate (constant, or the opt-in cosine annealing); derived from the
-        epoch number alone, so a resumed run continues the schedule exactly."""
+    def start_epoch(self, epoch: int, n_epochs: int | None = None) -> None:
+        """Set this epoch's learning rate (constant, or the opt-in cosine annealing over ``lr_epochs``,
+        else ``n_epochs``); derived from the epoch number alone, so a resumed run continues the
+        schedule exactly."""
         lr = float(self.hparams["lr"])
         if self.hparams["lr_schedule"] == "cosine":
-            lr *= 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.hparams["lr_epochs"]) / self.hparams["lr_epochs"]))
+            span = self.hparams["lr_epochs"] or n_epochs
+            if not span:
+                raise ValueError("tssl: lr_schedule cosine needs lr_epochs or the run's number of epochs")
+            lr *= 0.5 * (1.0 + math.cos(math.pi * min(epoch, span) / span))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
