@@ -17,6 +17,7 @@ forward, loss, ``backward`` and optimiser step there.
 from __future__ import annotations
 
 import abc
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -81,6 +82,11 @@ class Rule(abc.ABC):
 
     name: ClassVar[str]
     variants: ClassVar[tuple[str, ...]] = ("paper", "reference")
+    #: Old hyperparameter name -> today's name. Old recipes and saved ``config.yaml`` files keep
+    #: working; the old name is translated with a ``DeprecationWarning``. Names follow one
+    #: convention across rules: ``T`` (simulation time steps of rate-coded rules), ``t_max`` (the
+    #: time grid of single-spike rules), ``threshold`` (firing threshold), ``lr``.
+    renamed_hparams: ClassVar[dict[str, str]] = {}
 
     @classmethod
     @abc.abstractmethod
@@ -103,6 +109,7 @@ class Rule(abc.ABC):
                 f"unknown variant {variant!r} for rule {self.name!r}; choose from {list(self.variants)}"
             )
         defaults = self.default_hparams(variant)
+        hparams = self._translate_renamed(hparams)
         unknown = sorted(set(hparams) - set(defaults))
         if unknown:
             raise ValueError(
@@ -117,6 +124,39 @@ class Rule(abc.ABC):
         self.hparams: dict[str, Any] = {**defaults, **hparams}
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
+
+    @classmethod
+    def _translate_renamed(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        out = dict(hparams)
+        for old, new in cls.renamed_hparams.items():
+            if old in out:
+                if new in out:
+                    raise ValueError(f"rule {cls.name!r}: give {new!r} or its old name {old!r}, not both")
+                warnings.warn(f"rule {cls.name!r}: hyperparameter {old!r} is now called {new!r}",
+                              DeprecationWarning, stacklevel=3)
+                out[new] = out.pop(old)
+        return out
+
+    def hparam_error(self, key: str, value: Any, expected: str) -> ValueError:
+        """The one way rules reject a bad hyperparameter: names the rule, the key, the value given
+        and what is expected, e.g. ``rule 'tssl': lr=-1 must be > 0``. Raise what it returns."""
+        return ValueError(f"rule {self.name!r}: {key}={value!r} {expected}")
+
+    def is_raw(self, x: Tensor) -> bool:
+        """Whether ``x`` is a batch of raw dataset samples (integer dtype, shape (B, *input_shape))
+        rather than the output of :meth:`encode`. Rules whose encoded input has the raw dtype and
+        shape too must override this."""
+        return (not x.is_floating_point()) and tuple(x.shape[1:]) == self.input_shape
+
+    def as_encoded(self, x: Tensor) -> Tensor:
+        """One input policy for every rule: ``learn`` and ``predict`` take encoded batches, and a
+        raw dataset batch (uint8 images, integer event counts) is encoded on the way in instead of
+        being misread. Every rule calls this first in ``learn`` and ``predict``."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"rule {self.name!r}: expected a torch.Tensor batch, got {type(x).__name__}")
+        if self.is_raw(x):
+            return self.encode(x)
+        return x
 
     # ------------------------------------------------------------------ the training contract
     def encode(self, x: Tensor) -> Tensor:
