@@ -162,9 +162,9 @@ if HAVE_NUMBA:
         return 1.0 if w > 0 else (-1.0 if w < 0 else zero)
 
     @njit
-    def _nb_layer_fwd(tin, order, n, W, theta, strict, d, t_max, binary, zero, tout, V):  # pragma: no cover
+    def _nb_layer_fwd(tin, order, n, W, S, theta, strict, d, t_max, binary, tout, V):  # pragma: no cover
         """First-spike times of one layer (Eqs. 3-4), event by event over the sorted inputs.
-        ``binary``: the potential sums sign(W) (BS4NN; ``theta`` is then θ/α)."""
+        ``binary``: the potential sums the int8 signs ``S`` of W (BS4NN; ``theta`` is then θ/α)."""
         nout = W.shape[1]
         for j in range(nout):
             V[j] = 0.0
@@ -179,11 +179,12 @@ if HAVE_NUMBA:
                 i = order[k]
                 if tin[i] != s:
                     break
-                row = W[i]
                 if binary:
+                    srow = S[i]
                     for j in range(nout):
-                        V[j] += _nb_sign(row[j], zero)
+                        V[j] += srow[j]
                 else:
+                    row = W[i]
                     for j in range(nout):
                         V[j] += row[j]
                 k += 1
@@ -204,7 +205,20 @@ if HAVE_NUMBA:
                 break
 
     @njit
-    def _nb_forward_sample(x, flat, offs, sizes, tbase, theta, alpha, ip, zero, times, order, hist, V):  # pragma: no cover
+    def _layer_signs(sgn, offs, l, nin, nout, binary):  # pragma: no cover - compiled
+        """Layer l's (nin, nout) view of the int8 sign buffer (an empty view when not binary)."""
+        if binary:
+            return sgn[offs[l] : offs[l] + nin * nout].reshape((nin, nout))
+        return sgn[0:0].reshape((0, nout))
+
+    @njit
+    def _nb_refresh_signs(flat, sgn, zero):  # pragma: no cover - compiled
+        """sgn = sign(flat) with sign(0) = zero (the forward weights of BS4NN)."""
+        for q in range(flat.shape[0]):
+            sgn[q] = np.int8(_nb_sign(flat[q], zero))
+
+    @njit
+    def _nb_forward_sample(x, flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V):  # pragma: no cover
         t_max = ip[_I_TMAX]
         d = ip[_I_DELAY]
         strict = ip[_I_STRICT] != 0
@@ -221,7 +235,8 @@ if HAVE_NUMBA:
             tout = times[tbase[l + 1] : tbase[l + 1] + nout]
             n = _nb_csort(tin, t_max - d, order, hist)
             th = theta[l] / alpha[l] if binary else theta[l]  # BS4NN: threshold θ/α
-            _nb_layer_fwd(tin, order, n, W, th, strict, d, t_max, binary, zero, tout, V)
+            S = _layer_signs(sgn, offs, l, nin, nout, binary)
+            _nb_layer_fwd(tin, order, n, W, S, th, strict, d, t_max, binary, tout, V)
 
     @njit
     def _nb_error_below(W, tpre, tpost, gq, gp, d, t_max):  # pragma: no cover
@@ -237,8 +252,8 @@ if HAVE_NUMBA:
 
     @njit
     def _nb_backward_sample(
-        label, flat, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, g, T, a, order, hist, stats,
-        alpha, alpha_lr, dalpha, zero,
+        label, flat, sgn, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, g, T, a, bq, order, hist,
+        stats, alpha, alpha_lr, dalpha, zero, cnt,
     ):  # pragma: no cover
         """Targets, errors, deltas and weight updates of one sample (steps 5-9 of the docstring;
         with ``_I_BINARY`` also the BS4NN scaling-factor step 9d).
@@ -253,6 +268,7 @@ if HAVE_NUMBA:
         loss_decay = ip[_I_LOSSDECAY] != 0
         clamp = ip[_I_CLAMP] != 0
         binary = ip[_I_BINARY] != 0
+        izero = np.int8(zero)
         L = offs.shape[0]
         C = sizes[L]
         if label < 0 or label >= C:
@@ -280,22 +296,48 @@ if HAVE_NUMBA:
             nin = sizes[l]
             nout = sizes[l + 1]
             W = flat[offs[l] : offs[l] + nin * nout].reshape((nin, nout))
+            S = _layer_signs(sgn, offs, l, nin, nout, binary)
             tpre = times[tbase[l] : tbase[l] + nin]
             tpost = times[tbase[l + 1] : tbase[l + 1] + nout]
             gq = g[gbase[l] : gbase[l] + nout]
             c = cdec[l]
             eta = lr[l]
+            mu = alpha_lr[l]
+            # tlast: the latest firing time among the neurons that get a non-zero update. A row
+            # whose input spiked later gets exactly nothing but the decay, so it is not visited
+            # (BS4NN's black pixels at 255 are causal only for silent neurons, whose g is 0).
+            tlast = -1
             for k in range(nout):
-                a[k] = eta * gq[k] if (upd_silent or tpost[k] < t_max) else 0.0
+                gate = upd_silent or tpost[k] < t_max
+                a[k] = eta * gq[k] if gate else 0.0
+                bq[k] = mu * gq[k] if gate else 0.0
+                if gate and gq[k] != 0.0 and tpost[k] > tlast:
+                    tlast = tpost[k]
             gp = g[gbase[l - 1] : gbase[l - 1] + nin] if l > 0 else g[0:0]
             if l > 0 and not from_updated:  # Eq. 15 with the original weights
                 _nb_error_below(W, tpre, tpost, gq, gp, d, t_max)
             if inplace:
+                # 9d (binary): Σ_{i,k} μ·g_k·m_ik·sign(W_ik) = Σ_k μ·g_k·n_k, with the integer
+                # n_k = Σ_i m_ik·sign(W_ik) of the updated W (exact, and it vectorises)
+                if binary:
+                    for k in range(nout):
+                        cnt[k] = 0
                 for i in range(nin):
                     ti = tpre[i]
                     row = W[i]
-                    if ti < t_max:
-                        if loss_decay:
+                    if ti < t_max and ti + d <= tlast:
+                        if binary:  # update, α counts and the forward signs in one branch-free pass
+                            srow = S[i]
+                            tid = ti + d
+                            for k in range(nout):
+                                causal = tid <= tpost[k]
+                                ak = a[k] if causal else 0.0
+                                w = row[k] * c - ak if loss_decay else (row[k] - ak) * c
+                                sk = 1 if w > 0 else (-1 if w < 0 else izero)
+                                row[k] = w
+                                srow[k] = sk
+                                cnt[k] += sk if causal else 0
+                        elif loss_decay:
                             for k in range(nout):
                                 row[k] = row[k] * c - (a[k] if ti + d <= tpost[k] else 0.0)
                         else:
@@ -304,6 +346,13 @@ if HAVE_NUMBA:
                     elif c != 1.0:
                         for k in range(nout):
                             row[k] = row[k] * c
+                            if binary:
+                                S[i, k] = np.int8(_nb_sign(row[k], zero))
+                if binary:
+                    acc = 0.0
+                    for k in range(nout):
+                        acc += bq[k] * cnt[k]
+                    alpha[l] -= acc / (nin * nout)
                 if l > 0 and from_updated:  # Eq. 15 with the updated weights (authors' code)
                     _nb_error_below(W, tpre, tpost, gq, gp, d, t_max)
             else:
@@ -329,35 +378,31 @@ if HAVE_NUMBA:
                                         w = (W[i, k] - a[k]) * c
                                     acc += gq[k] * w
                         gp[i] = acc
-            if binary:  # 9d (BS4NN code): α −= μ·mean_{i,k}(g_k·m_ik·sign(W_ik)), W updated
-                mu = alpha_lr[l]
-                acc = 0.0
+            if binary and not inplace:  # 9d with this sample's updated weights
+                for k in range(nout):
+                    cnt[k] = 0
                 for i in range(nin):
                     ti = tpre[i]
                     if ti < t_max:
                         for k in range(nout):
-                            if ti + d <= tpost[k] and (upd_silent or tpost[k] < t_max):
-                                if inplace:
-                                    w = W[i, k]
-                                elif loss_decay:
-                                    w = W[i, k] * c - a[k]
-                                else:
-                                    w = (W[i, k] - a[k]) * c
-                                acc += (mu * gq[k]) * _nb_sign(w, zero)
-                step = acc / (nin * nout)
-                if inplace:
-                    alpha[l] -= step
-                else:
-                    dalpha[l] += step
+                            if ti + d <= tpost[k]:
+                                w = W[i, k] * c - a[k] if loss_decay else (W[i, k] - a[k]) * c
+                                cnt[k] += np.int64(_nb_sign(w, zero))
+                acc = 0.0
+                for k in range(nout):
+                    acc += bq[k] * cnt[k]
+                dalpha[l] += acc / (nin * nout)
             if l > 0:
                 nb_normalise(gp, norm)
 
     @njit
     def _nb_learn(
-        x, y, flat, dW, offs, sizes, tbase, gbase, theta, lr, cdec, gamma, ip, counts, out_times, out_g, out_T, out_stats,
-        alpha, alpha_lr, dalpha, zero,
+        x, y, idx, inplace, flat, sgn, dW, offs, sizes, tbase, gbase, theta, lr, cdec, gamma, ip, counts, out_times, out_g,
+        out_T, out_stats, alpha, alpha_lr, dalpha, zero,
     ):  # pragma: no cover
-        B = x.shape[0]
+        """Learn from the samples ``x[idx[0]], x[idx[1]], …`` in that order: per-sample SGD when
+        ``inplace``, else the mean of their updates from the frozen weights (mini-batch)."""
+        B = idx.shape[0]
         ntot = out_times.shape[1]
         nmax = 0
         for l in range(sizes.shape[0]):
@@ -367,16 +412,18 @@ if HAVE_NUMBA:
         hist = np.empty(t_max + 2, np.int64)
         V = np.empty(nmax, flat.dtype)
         a = np.empty(nmax, np.float64)
-        inplace = B == 1
-        for b in range(B):
-            times = out_times[b]
-            _nb_forward_sample(x[b], flat, offs, sizes, tbase, theta, alpha, ip, zero, times, order, hist, V)
+        bq = np.empty(nmax, np.float64)
+        cnt = np.empty(nmax, np.int64)
+        for r in range(B):
+            b = idx[r]
+            times = out_times[r]
+            _nb_forward_sample(x[b], flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V)
             for q in range(sizes[0], ntot):
                 if times[q] < t_max:
                     counts[q - sizes[0]] += 1
             _nb_backward_sample(
-                y[b], flat, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, out_g[b], out_T[b], a,
-                order, hist, out_stats[b], alpha, alpha_lr, dalpha, zero,
+                y[b], flat, sgn, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, out_g[r], out_T[r], a,
+                bq, order, hist, out_stats[r], alpha, alpha_lr, dalpha, zero, cnt,
             )
         if not inplace:
             loss_decay = ip[_I_LOSSDECAY] != 0
@@ -391,9 +438,11 @@ if HAVE_NUMBA:
                         flat[q] = (flat[q] + dW[q] * inv) * c
                 if ip[_I_BINARY] != 0:
                     alpha[l] -= dalpha[l] * inv
+            if ip[_I_BINARY] != 0:
+                _nb_refresh_signs(flat, sgn, zero)
 
     @njit
-    def _nb_predict(x, lo, hi, flat, offs, sizes, tbase, theta, alpha, ip, zero, slot, out_times, out_counts, out_v):  # pragma: no cover
+    def _nb_predict(x, lo, hi, flat, sgn, offs, sizes, tbase, theta, alpha, ip, slot, out_times, out_counts, out_v):  # pragma: no cover
         """Forward of samples lo..hi-1, then the decision statistics: per layer the number of real
         spikes at or before the first output spike, and the output potential at ``slot`` (the
         authors' all-silent fallback; binary: Σ sign(W), as the BS4NN code). Releases the GIL;
@@ -410,9 +459,10 @@ if HAVE_NUMBA:
         hist = np.empty(t_max + 2, np.int64)
         V = np.empty(nmax, flat.dtype)
         W = flat[offs[L - 1] : offs[L - 1] + nin * C].reshape((nin, C))
+        S = _layer_signs(sgn, offs, L - 1, nin, C, binary)
         for b in range(lo, hi):
             times = out_times[b]
-            _nb_forward_sample(x[b], flat, offs, sizes, tbase, theta, alpha, ip, zero, times, order, hist, V)
+            _nb_forward_sample(x[b], flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V)
             nb_decision_counts(times, tbase, t_max, out_counts[b])
             v = out_v[b]
             for k in range(C):
@@ -420,7 +470,7 @@ if HAVE_NUMBA:
             for i in range(nin):
                 if times[tbase[L - 1] + i] <= slot:
                     for k in range(C):
-                        v[k] += _nb_sign(W[i, k], zero) if binary else W[i, k]
+                        v[k] += S[i, k] if binary else W[i, k]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,6 +519,7 @@ class S4NN(Rule):
             "fallback_slot_offset": 3,  # reference_scores: V(t_max − 3) when all outputs are silent
             "dtype": "float64",  # float32 rounds the per-sample decay w·(1 − ηλ), ηλ ≈ 1e-7, to 1-2 ulp
             "backend": "auto",  # "auto" (numba on CPU if installed, else torch), "numba", "torch"
+            "batch_mode": "mean",  # B > 1: "mean" of updates, "sequential" or "resample" per-sample SGD
         }
         if variant == "paper":
             return {
@@ -529,6 +580,7 @@ class S4NN(Rule):
         self._check_choice("dead_neuron_layers", ("all", "hidden", "none"))
         self._check_choice("input_rounding", ("floor", "round"))
         self._check_choice("dtype", tuple(_DTYPES))
+        self._check_choice("batch_mode", ("mean", "sequential", "resample"))
         self.t_max = self._int_hparam("t_max", 2, "must be an integer >= 2")
         self.delay = self._int_hparam("per_layer_delay", 0, "must be an integer >= 0")
         t_end = h["input_t_end"]
@@ -573,6 +625,9 @@ class S4NN(Rule):
             self._n_seen_np = self.n_seen.numpy()
             self._alpha_np = self.alpha.numpy()
             self._no_dW = self._flat_np[:0]
+            # BS4NN: int8 sign(W), the forward weights, kept in step with W by the kernels
+            self._sign_np = np.zeros(self._flat_np.shape[0] if self.binary else 0, np.int8)
+            self._sign_version = -1
         self._dalpha = np.zeros(self.n_layers, np.float64)
         self._buffers: dict[int, tuple] = {}
         self._dW: np.ndarray | None = None
@@ -669,13 +724,21 @@ class S4NN(Rule):
         v = np.zeros((B, self.n_classes), dtype=np.float64)
         if B:
             slot = self.t_max - int(self.hparams["fallback_slot_offset"])
-            args = (self._flat_np, self._offs, self._sizes_np, self._tbase, self._theta_np, self._alpha_np, self._ip,
-                    self._sign_zero, slot, out, counts, v)
+            self._sync_signs()
+            args = (self._flat_np, self._sign_np, self._offs, self._sizes_np, self._tbase, self._theta_np, self._alpha_np,
+                    self._ip, slot, out, counts, v)
             xn = x.numpy()
             n_chunks, threads = chunk_plan((B + 31) // 32)
             bounds = np.linspace(0, B, n_chunks + 1).astype(np.int64)
             self._runner.run(lambda c: _nb_predict(xn, int(bounds[c]), int(bounds[c + 1]), *args), n_chunks, threads)
         return torch.from_numpy(out), torch.from_numpy(counts), torch.from_numpy(v)
+
+    def _sync_signs(self) -> None:
+        """Recompute the sign buffer if W was changed outside the kernels (state loading,
+        dead-neuron re-initialisation, user code); in-place torch writes bump ``_version``."""
+        if self.binary and self._flat._version != self._sign_version:
+            _nb_refresh_signs(self._flat_np, self._sign_np, self._sign_zero)
+            self._sign_version = self._flat._version
 
     def _forward_weights(self, l: int) -> Tensor:
         """What layer ``l``'s forward pass sums: W, or sign(W) for BS4NN."""
@@ -739,7 +802,29 @@ class S4NN(Rule):
             raise ValueError(f"rule {self.name!r}: labels must have shape ({B},), got {tuple(y.shape)}")
         if self.backend == "numba":
             return self._learn_numba(x, y)
-        return self._learn_torch(x, y)
+        idx, inplace = self._visit_order(B)
+        if not inplace:
+            out = self._learn_torch(x, y)
+            self._last["order"] = idx
+            return out
+        sums: dict[str, float] = {}
+        lasts = []
+        for b in idx.tolist():  # per-sample SGD through the batch (batch_mode sequential/resample)
+            for k, v in self._learn_torch(x[b : b + 1], y[b : b + 1]).items():
+                sums[k] = sums.get(k, 0.0) + v
+            lasts.append(self._last)
+        self._last = {k: torch.cat([d[k] for d in lasts]) for k in ("times", "g", "T")}
+        self._last["order"] = idx
+        return {k: v / B for k, v in sums.items()}
+
+    def _visit_order(self, B: int) -> tuple[Tensor, bool]:
+        """The samples a learn call visits, in order, and whether it is per-sample SGD
+        (``batch_mode``: ``mean`` → all B from frozen weights unless B = 1; ``sequential`` → in
+        order; ``resample`` → B draws with replacement from the rule's generator)."""
+        mode = self.hparams["batch_mode"]
+        if mode == "resample" and B > 1:
+            return torch.randint(0, B, (B,), generator=self.generator, device=self.device).cpu(), True
+        return torch.arange(B), (B == 1 or mode != "mean")
 
     def _learn_numba(self, x: Tensor, y: Tensor) -> dict[str, float]:
         B = x.shape[0]
@@ -758,7 +843,8 @@ class S4NN(Rule):
             self._buffers[B] = buf
         out_times, out_g, out_T, out_stats = buf
         flat = self._flat_np
-        if B > 1:
+        idx, inplace = self._visit_order(B)
+        if not inplace:
             if self._dW is None:
                 self._dW = np.zeros_like(flat)
             else:
@@ -767,14 +853,15 @@ class S4NN(Rule):
             self._dalpha.fill(0)
         else:
             dW = self._no_dW
+        self._sync_signs()
         yn = y.numpy() if (y.dtype == torch.int64 and y.device.type == "cpu") else y.to("cpu", torch.int64).numpy()
         _nb_learn(
-            x.numpy(), yn, flat, dW, self._offs, self._sizes_np, self._tbase, self._gbase, self._theta_np,
+            x.numpy(), yn, idx.numpy(), inplace, flat, self._sign_np, dW, self._offs, self._sizes_np, self._tbase, self._gbase, self._theta_np,
             self._lr_np, self._cdec_np, self.gamma, self._ip, self._fire_count_np, out_times, out_g, out_T,
             out_stats, self._alpha_np, self._alpha_lr_np, self._dalpha, self._sign_zero,
         )
         self._n_seen_np[()] += B
-        self._last = {"times": out_times, "g": out_g, "T": out_T}
+        self._last = {"times": out_times, "g": out_g, "T": out_T, "order": idx}
         if B == 1:
             s = out_stats[0]
             return {"loss": float(s[0]), "correct": float(s[1]), "silent": float(s[2])}
@@ -857,7 +944,8 @@ class S4NN(Rule):
     def last_step(self) -> dict[str, Any]:
         """Internals of the last ``learn`` call (for tests and debugging): per-layer firing times
         (input included), normalised error signals ``g`` (= −δ, Eqs. 14-16) of layers 1..L and the
-        output targets T (Eqs. 17-18), as CPU tensors with a leading batch dimension."""
+        output targets T (Eqs. 17-18), as CPU tensors with a leading batch dimension (row ``r`` is the
+        ``r``-th visited sample, ``order[r]`` its index in the batch)."""
         if self._last is None:
             raise RuntimeError(f"rule {self.name!r}: learn has not been called yet")
         t = torch.as_tensor(self._last["times"]).cpu()
@@ -866,6 +954,7 @@ class S4NN(Rule):
             "times": [t[:, int(self._tbase[l]) : int(self._tbase[l + 1])].clone() for l in range(self.n_layers + 1)],
             "g": [g[:, int(self._gbase[l]) : int(self._gbase[l + 1])].clone() for l in range(self.n_layers)],
             "T": torch.as_tensor(self._last["T"]).cpu().clone(),
+            "order": torch.as_tensor(self._last["order"]).cpu().clone(),
         }
 
     # ------------------------------------------------------------------ inference
