@@ -391,3 +391,78 @@ def test_core_coding_decision_and_helpers():
     assert core.scaled_binary(w, a, filter_dim=0).tolist() == [[-2.0, 0.0], [3.0, 3.0]]
     assert core.scaling_step(a, 0.5, torch.tensor([[1.0, 3.0], [2.0, 2.0]]), filter_dim=0).tolist() == [1.0, 2.0]
     assert core.scaling_step(torch.tensor(1.0), 0.5, torch.ones(2, 2), reduce="sum").item() == -1.0
+
+
+# ------------------------------------------------------------------------------ the authors' own code
+
+# Recorded once from the authors' notebook code, outside this project: SRKH/BS4NN commit 69128a8,
+# BS4NN_mnist.ipynb cells 1 and 3 (Forward_FC, target_function, backward_FC) and the body of the
+# training loop, run with NumPy registered as ``cupy``, with NhidenNeurons = 8, thr = [100, 5], the
+# initial weights of ``BS4NN("784-8-10", (784,), 10, seed=0, threshold=[100, 5],
+# init_ranges=[[-3, 5], [-30, 48]])`` (transposed into the notebook's layout), fact = [5, 5], on the
+# 12 images and labels of ``golden_inputs()`` visited in order. Per step: FiringTime1, SpikeTime and
+# fact after the step; at the end: W0.sum(), W1.sum() and W1[:, 0].
+AUTHORS_GOLDEN = {
+    "steps": [
+        ([179, 175, 92, 125, 128, 41, 75, 142],
+         [143, 76, 256, 256, 256, 143, 256, 76, 126, 76],
+         [5.000049974317758, 5.000238726213074]),
+        ([105, 81, 121, 117, 77, 168, 118, 83],
+         [78, 84, 78, 84, 78, 78, 78, 84, 256, 78],
+         [5.000062026792445, 5.000238726213074]),
+        ([117, 64, 65, 80, 84, 79, 75, 50],
+         [51, 51, 51, 51, 256, 51, 256, 51, 66, 51],
+         [5.000030139037343, 4.999932539995227]),
+        ([80, 112, 86, 79, 137, 112, 135, 50],
+         [80, 113, 256, 80, 256, 87, 256, 87, 113, 80],
+         [5.00007378771042, 5.000313896380131]),
+        ([131, 120, 117, 87, 55, 120, 186, 80],
+         [56, 132, 56, 88, 56, 56, 56, 88, 121, 56],
+         [5.000045088730828, 5.000034387882944]),
+        ([224, 133, 125, 83, 69, 76, 66, 133],
+         [77, 67, 256, 134, 67, 67, 67, 67, 126, 67],
+         [5.000013200975726, 4.9997548793857565]),
+        ([60, 104, 79, 190, 144, 68, 70, 128],
+         [69, 69, 256, 256, 256, 80, 256, 69, 256, 69],
+         [4.9999929887127195, 4.999249560692299]),
+        ([133, 84, 50, 102, 163, 76, 195, 125],
+         [103, 134, 256, 103, 256, 134, 256, 77, 77, 77],
+         [4.999951689324168, 4.998896007301705]),
+        ([76, 55, 101, 81, 101, 105, 101, 48],
+         [56, 56, 256, 56, 256, 56, 256, 56, 256, 82],
+         [4.999940951723796, 4.998639773315829]),
+        ([166, 53, 79, 117, 112, 71, 71, 61],
+         [62, 62, 256, 62, 256, 62, 256, 62, 256, 72],
+         [4.999898785469329, 4.998139773315829]),
+        ([79, 103, 60, 84, 188, 79, 109, 116],
+         [85, 110, 256, 256, 256, 110, 256, 80, 85, 80],
+         [4.999887014275074, 4.997885520160129]),
+        ([90, 95, 110, 154, 104, 87, 78, 125],
+         [96, 88, 256, 256, 256, 96, 256, 88, 256, 88],
+         [4.999841928770859, 4.997531966769536]),
+    ],
+    "W0_sum": 6290.476268209074,
+    "W1_sum": 651.4152808484077,
+    "W1_first_row": [41.70335482846552, 15.250034878219438, 0.8642845620584654, -12.265154025842516, 17.319474775074184, 45.924337316204515, -24.140925887968326, 2.764385809157464, -0.7257058620060306, 37.26182147665373],
+}
+
+
+def golden_inputs():
+    gen = torch.Generator().manual_seed(7)
+    imgs = ((torch.rand(12, 784, generator=gen) < 0.25) * torch.randint(1, 256, (12, 784), generator=gen)).to(torch.uint8)
+    return imgs, torch.randint(0, 10, (12,), generator=gen)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reproduces_the_authors_notebook(backend):
+    imgs, labels = golden_inputs()
+    rule = BS4NN("784-8-10", (784,), 10, seed=0, backend=backend, threshold=[100.0, 5.0],
+                 init_ranges=[[-3.0, 5.0], [-30.0, 48.0]])
+    for b, (hidden, output, alpha) in enumerate(AUTHORS_GOLDEN["steps"]):
+        rule.learn(imgs[b : b + 1], labels[b : b + 1])  # raw uint8: encoded as the notebook's cell 2
+        times = rule.last_step()["times"]
+        assert times[1][0].tolist() == hidden and times[2][0].tolist() == output, f"step {b}"
+        np.testing.assert_allclose(rule.alpha.numpy(), alpha, rtol=0, atol=ATOL)
+    assert float(rule.W[0].sum()) == pytest.approx(AUTHORS_GOLDEN["W0_sum"], rel=1e-12)
+    assert float(rule.W[1].sum()) == pytest.approx(AUTHORS_GOLDEN["W1_sum"], rel=1e-12)
+    np.testing.assert_allclose(rule.W[1][0].numpy(), AUTHORS_GOLDEN["W1_first_row"], rtol=0, atol=ATOL)
