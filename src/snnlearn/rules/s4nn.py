@@ -9,10 +9,16 @@ Notation: ``t_i`` presynaptic firing time, ``t_j`` postsynaptic, ``d`` the per-l
 ``θ`` the threshold, ``g`` the error signal in "e-space" (``g = -δ`` of the paper, Eq. 14), ``c``
 the weight-decay factor.
 
+The machinery S4NN shares with BS4NN and STiDi-BP (input code, first-spike decision, relative
+targets, normalisation, per-layer values, dead neurons, binary weights) lives in
+:mod:`snnlearn.rules.single_spike`; this module keeps the IF forward pass and Eqs. 13-15.
+
 Forward, both variants (Eqs. 1-4)
 ----------------------------------
 1. Eq. 1: ``t = ⌊(255 − I)·t_max/255⌋`` (``input_rounding="floor"``, the authors' code; ``"round"``
-   is the nearest-integer reading of Eq. 1's bracket). Black pixels fire at ``t_max``.
+   is the nearest-integer reading of Eq. 1's bracket). Black pixels fire at ``t_max``
+   (``input_t_end`` moves them earlier, as BS4NN does). Raw uint8 images given to ``learn`` or
+   ``predict`` are encoded on the way in (``Rule.as_encoded``).
 2. Eq. 3: ``V_j(s) = Σ_i w_ij [t_i ≤ s]`` (the sum of Eq. 3 starts at τ = 1 in print; we let a
    spike at 0 count, as the code does). The potential only changes at presynaptic spike times,
    so it is accumulated event by event in time order (inputs sorted by time, ties in index order).
@@ -24,9 +30,12 @@ Forward, both variants (Eqs. 1-4)
    which is the same as being silent. So presynaptic spikes at ``t ≥ t_max − d`` are skipped in
    the forward pass, and (point 8) a spike at ``t_max`` is never causal.
 
-Decision (§2.2): the first output neuron to fire; scores are ``−t``; a sample whose outputs are
-all silent has no decision (``silent``). The authors' evaluation (``reference_scores``) uses, for
-all-silent samples, the output potential at slot ``t_max − 3`` (argmax), and counts ties correct.
+Decision (§2.2, :func:`~snnlearn.rules.single_spike.first_spike_decision`): the first output
+neuron to fire; scores are ``−t``; a sample whose outputs are all silent has no decision
+(``silent``). The authors' evaluation (``reference_scores``) uses, for all-silent samples, the
+output potential at slot ``t_max − 3`` (argmax), and counts ties correct. Stats per sample:
+``decision_time``, ``spikes/input``, ``spikes/hidden<k>``, ``spikes/output`` (real spikes up to
+the decision) and ``spikes/total`` (hidden + output).
 
 Learning, one sample (``learn`` with B = 1), in this order
 -----------------------------------------------------------
@@ -57,9 +66,15 @@ Learning, one sample (``learn`` with B = 1), in this order
     re-drawn from its layer's initial distribution; the counts restart. ``dead_neuron_layers``
     says which layers are checked (``"all"`` or ``"hidden"``).
 
-Mini-batch (``learn`` with B > 1): every sample's update of step 9 is computed from the same
-frozen weights (forward and ``W_eff`` of 9c included) and the mean ``Δw`` is applied once, with
-one decay. B = 1 is exactly the per-sample algorithm.
+Binary weights (BS4NN, :mod:`snnlearn.rules.bs4nn`; off for S4NN): the forward pass sums
+``sign(W)`` and tests against ``θ/α_l``; after step 9b, 9d ``α_l ← α_l − μ_l·mean_{i,j}(g_j·m_ij·
+sign(w_ij))`` with the updated W; 9c uses the real-valued W. Targets use BS4NN's all-silent rule.
+
+Mini-batch (``learn`` with B > 1, ``batch_mode="mean"``): every sample's update of step 9 is
+computed from the same frozen weights (forward and ``W_eff`` of 9c included) and the mean ``Δw``
+is applied once, with one decay. B = 1 is exactly the per-sample algorithm. ``"sequential"``:
+per-sample SGD through the batch in order; ``"resample"``: per-sample SGD on B draws with
+replacement from the batch (the rule's generator).
 
 Variants (``default_hparams``)
 ------------------------------
@@ -87,8 +102,10 @@ output neurons, whose error is defined directly by Eqs. 9, 17, 18.
 
 Implementation: on the CPU a numba kernel runs the per-sample algorithm event by event (inputs
 counting-sorted by time, potentials accumulated row by row, first crossing checked at each
-distinct input time, updates restricted to the rows of presynaptic neurons that spiked before
-``t_max``). Without numba, and on CUDA, a batched torch path does the same with sort + gather +
+distinct input time, updates restricted to the rows of presynaptic neurons that spiked early
+enough to be causal for a neuron with a non-zero error; BS4NN keeps an int8 copy of sign(W) in
+step with W, written in the same pass as the update). ``predict`` runs chunks of samples on the
+rule's own threads (:class:`snnlearn.backend.ChunkRunner`). Without numba, and on CUDA, a batched torch path does the same with sort + gather +
 cumsum over the (padded) active inputs of each sample. Both paths are tested against the literal
 loop reference in ``tests/s4nn_reference.py``.
 """
