@@ -41,8 +41,8 @@ def _load(run_dir: Path | None, options: dict[str, Any], name: str):
     from ..train import load_run
 
     config, rule = load_run(run_dir, which=str(options.get("which", "best")), device=str(options.get("device", "auto")))
-    if config.get("rule") != "s4nn":
-        raise ValueError(f"{name}: {run_dir} is a {config.get('rule')!r} run, not an s4nn run")
+    if config.get("rule") not in ("s4nn", "bs4nn"):  # BS4NN is S4NN with binary weights
+        raise ValueError(f"{name}: {run_dir} is a {config.get('rule')!r} run, not an s4nn or bs4nn run")
     return config, rule
 
 

@@ -112,6 +112,7 @@ loop reference in ``tests/s4nn_reference.py``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -179,9 +180,8 @@ if HAVE_NUMBA:
         return 1.0 if w > 0 else (-1.0 if w < 0 else zero)
 
     @njit
-    def _nb_layer_fwd(tin, order, n, W, S, theta, strict, d, t_max, binary, tout, V):  # pragma: no cover
-        """First-spike times of one layer (Eqs. 3-4), event by event over the sorted inputs.
-        ``binary``: the potential sums the int8 signs ``S`` of W (BS4NN; ``theta`` is then θ/α)."""
+    def _nb_layer_fwd(tin, order, n, W, theta, strict, d, t_max, tout, V):  # pragma: no cover
+        """First-spike times of one layer (Eqs. 3-4), event by event over the sorted inputs."""
         nout = W.shape[1]
         for j in range(nout):
             V[j] = 0.0
@@ -196,14 +196,9 @@ if HAVE_NUMBA:
                 i = order[k]
                 if tin[i] != s:
                     break
-                if binary:
-                    srow = S[i]
-                    for j in range(nout):
-                        V[j] += srow[j]
-                else:
-                    row = W[i]
-                    for j in range(nout):
-                        V[j] += row[j]
+                row = W[i]
+                for j in range(nout):
+                    V[j] += row[j]
                 k += 1
             ts = s + d
             fired = 0
@@ -222,6 +217,55 @@ if HAVE_NUMBA:
                 break
 
     @njit
+    def _nb_layer_fwd_binary(tin, order, n, S, theta, strict, d, t_max, tout, Vi):  # pragma: no cover
+        """``_nb_layer_fwd`` for BS4NN: integer potentials ``Σ sign(w)`` (exact in int32) tested
+        against the integer form of ``V > θ/α`` (``V ≥ ⌊θ/α⌋ + 1``; ``≥``: ``V ≥ ⌈θ/α⌉``). Once
+        most neurons have fired, only the potentials of the others are accumulated."""
+        nout = S.shape[1]
+        big = 1 << 30
+        if theta != theta or theta >= big:  # NaN or out of reach: nothing fires
+            kth = big
+        elif theta <= -big:
+            kth = -big
+        else:
+            kth = int(math.floor(theta)) + 1 if strict else int(math.ceil(theta))
+        act = np.empty(nout, np.int64)  # the neurons that have not fired yet
+        for j in range(nout):
+            Vi[j] = 0
+            tout[j] = t_max
+            act[j] = j
+        na = nout
+        k = 0
+        while k < n and na > 0:
+            s = tin[order[k]]
+            if s + d >= t_max:
+                break
+            dense = 4 * na > nout
+            while k < n:
+                i = order[k]
+                if tin[i] != s:
+                    break
+                srow = S[i]
+                if dense:
+                    for j in range(nout):
+                        Vi[j] += srow[j]
+                else:
+                    for q in range(na):
+                        j = act[q]
+                        Vi[j] += srow[j]
+                k += 1
+            ts = s + d
+            m = 0
+            for q in range(na):
+                j = act[q]
+                if Vi[j] >= kth:
+                    tout[j] = ts
+                else:
+                    act[m] = j
+                    m += 1
+            na = m
+
+    @njit
     def _layer_signs(sgn, offs, l, nin, nout, binary):  # pragma: no cover - compiled
         """Layer l's (nin, nout) view of the int8 sign buffer (an empty view when not binary)."""
         if binary:
@@ -235,7 +279,7 @@ if HAVE_NUMBA:
             sgn[q] = np.int8(_nb_sign(flat[q], zero))
 
     @njit
-    def _nb_forward_sample(x, flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V):  # pragma: no cover
+    def _nb_forward_sample(x, flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V, Vi):  # pragma: no cover
         t_max = ip[_I_TMAX]
         d = ip[_I_DELAY]
         strict = ip[_I_STRICT] != 0
@@ -251,9 +295,11 @@ if HAVE_NUMBA:
             tin = times[tbase[l] : tbase[l] + nin]
             tout = times[tbase[l + 1] : tbase[l + 1] + nout]
             n = _nb_csort(tin, t_max - d, order, hist)
-            th = theta[l] / alpha[l] if binary else theta[l]  # BS4NN: threshold θ/α
-            S = _layer_signs(sgn, offs, l, nin, nout, binary)
-            _nb_layer_fwd(tin, order, n, W, S, th, strict, d, t_max, binary, tout, V)
+            if binary:  # BS4NN: Σ sign(w) against the threshold θ/α
+                S = _layer_signs(sgn, offs, l, nin, nout, binary)
+                _nb_layer_fwd_binary(tin, order, n, S, theta[l] / alpha[l], strict, d, t_max, tout, Vi)
+            else:
+                _nb_layer_fwd(tin, order, n, W, theta[l], strict, d, t_max, tout, V)
 
     @njit
     def _nb_error_below(W, tpre, tpost, gq, gp, d, t_max):  # pragma: no cover
@@ -428,13 +474,14 @@ if HAVE_NUMBA:
         order = np.empty(nmax, np.int64)
         hist = np.empty(t_max + 2, np.int64)
         V = np.empty(nmax, flat.dtype)
+        Vi = np.empty(nmax, np.int32)
         a = np.empty(nmax, np.float64)
         bq = np.empty(nmax, np.float64)
         cnt = np.empty(nmax, np.int64)
         for r in range(B):
             b = idx[r]
             times = out_times[r]
-            _nb_forward_sample(x[b], flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V)
+            _nb_forward_sample(x[b], flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V, Vi)
             for q in range(sizes[0], ntot):
                 if times[q] < t_max:
                     counts[q - sizes[0]] += 1
@@ -475,11 +522,12 @@ if HAVE_NUMBA:
         order = np.empty(nmax, np.int64)
         hist = np.empty(t_max + 2, np.int64)
         V = np.empty(nmax, flat.dtype)
+        Vi = np.empty(nmax, np.int32)
         W = flat[offs[L - 1] : offs[L - 1] + nin * C].reshape((nin, C))
         S = _layer_signs(sgn, offs, L - 1, nin, C, binary)
         for b in range(lo, hi):
             times = out_times[b]
-            _nb_forward_sample(x[b], flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V)
+            _nb_forward_sample(x[b], flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V, Vi)
             nb_decision_counts(times, tbase, t_max, out_counts[b])
             v = out_v[b]
             for k in range(C):
