@@ -40,12 +40,14 @@ def configure_threads(n: int) -> int:
     n = int(n)
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
-    import torch
-
-    torch.set_num_threads(n)
     try:
         import numba
     except ImportError:
-        return n
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        numba = None
+    if numba is not None:
+        # first: starting numba's OpenMP layer resets the OpenMP thread count torch reads
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    import torch
+
+    torch.set_num_threads(n)
     return n
