@@ -590,12 +590,10 @@ class Trainer:
         differs = sorted(k for k in set(saved) | set(cfg) if k != "epochs" and saved.get(k) != cfg.get(k))
         if differs:
             raise UserError(f"--resume: the recipe differs from the one this run started with in {differs}")
-        run_info = read_json_mapping(self.out_dir / RUN_FILE) if (self.out_dir / RUN_FILE).is_file() else None
+        info = run_info(self.out_dir)
         # runs written before run.json existed kept their limits in summary.json
-        old = read_json_mapping(self.out_dir / "summary.json") if run_info is None and (self.out_dir / "summary.json").is_file() else {}
-        data = (run_info or {}).get("data") if run_info is not None else old
-        if not isinstance(data, dict):
-            raise UserError(f"{self.out_dir / RUN_FILE}: 'data' is malformed")
+        old = read_json_mapping(self.out_dir / "summary.json") if info is None and (self.out_dir / "summary.json").is_file() else {}
+        data = info["data"] if info is not None else old
         for key, mine in (("limit_train", self.limit_train), ("limit_test", self.limit_test)):
             if key in data and data[key] != mine:
                 flag = "--" + key.replace("_", "-")
@@ -603,7 +601,7 @@ class Trainer:
                                 f"resume with the same {flag}")
         last = recover_checkpoint(self.checkpoint_dir / "last")
         recover_checkpoint(self.checkpoint_dir / "best")
-        return last, run_info
+        return last, info
 
     def _run(self, resume: bool) -> dict[str, Any]:
         cfg = self.config
@@ -905,7 +903,16 @@ def load_run(run_dir: str | Path, which: str = "last", device: str = "auto") -> 
     shape = state["input_shape"]
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape) or state["n_classes"] < 1:
         raise CheckpointError(f"checkpoint {ckpt}: state.json has a malformed input_shape/n_classes")
-    rule = build_rule(config, tuple(shape), int(state["n_classes"]), dev,
-                      hparams=info["hparams"] if info is not None else None)
+    hparams = info["hparams"] if info is not None else None
+    if hparams is not None:
+        cls = get_rule(config["rule"])
+        defaults = cls.default_hparams(config.get("variant", "paper"))
+        hparams = cls._translate_renamed(hparams)
+        for key, value in hparams.items():
+            if key not in defaults:
+                raise UserError(f"{run_dir / RUN_FILE}: the run was trained with hyperparameter {key!r}, which rule "
+                                f"{config['rule']!r} no longer has")
+            _check_type(f"{run_dir / RUN_FILE}: hyperparameter {key!r}", value, defaults[key])
+    rule = build_rule(config, tuple(shape), int(state["n_classes"]), dev, hparams=hparams)
     restore_rule(rule, tensors, state["rule"], ckpt)
     return config, rule
