@@ -281,7 +281,9 @@ def _assert_clean(rc, err, must_fail: bool, case: str) -> None:
         assert len(lines) == 1, f"{case}: {err}"
 
 
-CASES = [(name, letter) for name in CORRUPTIONS for letter in ALL]
+# Every command aimed at a corruption, and every other command too (it must not trip over it) except
+# analyze, whose successful runs draw plots (slow).
+CASES = [(name, letter) for name, (_, aimed) in CORRUPTIONS.items() for letter in ALL if letter in aimed or letter != "A"]
 
 
 @pytest.mark.parametrize("name, letter", CASES, ids=[f"{n}-{l}" for n, l in CASES])
@@ -382,13 +384,9 @@ def test_corpus_is_large():
     assert aimed + len(BAD_ARGS) >= 100
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "no-such-recipe"],
-    ["report", "{summary_garbage}"],
-    ["eval", "{config_empty}"],
-])
+@pytest.mark.parametrize("argv", [["eval", "{config_empty}"], ["report", "{summary_garbage}"]])
 def test_real_process_prints_one_line(base, tmp_path, argv):
-    """The installed entry point (``python -m snnlearn``), not only ``cli.main``."""
+    """The entry point (``python -m snnlearn``), not only ``cli.main`` (each start imports torch: a few)."""
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "summary.json").write_text("{oops")
     (tmp_path / "c").mkdir()
