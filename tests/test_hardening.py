@@ -345,3 +345,16 @@ def test_train_prints_the_paper_number_beside_the_strict_result(toy, tmp_path, c
     assert _train(toy, tmp_path / "r", "--epochs", "1") == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if "test accuracy (strict)" in l)
     assert "(paper: 97.4 % (Table 2))" in line
+
+
+@pytest.mark.parametrize("name", ["s4nn-mnist", "desire-fmnist", "tssl-fmnist-mlp", "tssl-nmnist-cnn-t30"])
+def test_saved_hyperparameters_rebuild_shipped_recipes_exactly(name):
+    """What run.json saves (defaults + recipe, through JSON) rebuilds the very same rule."""
+    cfg = train.load_recipe(name)
+    shape = {"mnist": (1, 28, 28), "fmnist": (1, 28, 28), "nmnist": (30, 2, 34, 34)}[cfg["dataset"]]
+    a = train.build_rule(cfg, shape, 10, torch.device("cpu"))
+    b = train.build_rule(cfg, shape, 10, torch.device("cpu"), hparams=json.loads(json.dumps(train.resolved_hparams(cfg))))
+    assert json.dumps(a.hparams, sort_keys=True, default=str) == json.dumps(b.hparams, sort_keys=True, default=str)
+    ta, _ = a.full_state()
+    tb, _ = b.full_state()
+    assert set(ta) == set(tb) and all(torch.equal(ta[k], tb[k]) for k in ta)
