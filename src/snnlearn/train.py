@@ -478,8 +478,12 @@ def open_run_dir(out_dir: Path) -> None:
         raise UserError(f"--out {out_dir} is not writable")
 
 
+#: What a run killed before it wrote config.yaml may leave behind (ours, safe to overwrite).
+_LEFTOVERS = {LOCK_FILE, "config.yaml.tmp", RUN_FILE + ".tmp", "summary.json.tmp"}
+
+
 def _run_contents(out_dir: Path) -> list[str]:
-    return sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_FILE) if out_dir.is_dir() else []
+    return sorted(p.name for p in out_dir.iterdir() if p.name not in _LEFTOVERS) if out_dir.is_dir() else []
 
 
 @torch.no_grad()
