@@ -253,6 +253,11 @@ def test_wrong_hyperparameter_type_names_the_key(toy, tmp_path, capsys):
     assert "'lr'" in err and "abc" in err
     assert _train(toy, tmp_path / "r", "--set", "explode=maybe") == 2
     assert "'explode'" in _error(capsys)
+    # YAML 1.1 reads 1e-4 (no dot) as a string; snnlearn reads it as the number users mean
+    assert train.parse_overrides(["lr=1e-4", "x=-2E+3"]) == {"lr": 1e-4, "x": -2000.0}
+    recipe = yaml.safe_load(toy.read_text())
+    toy.write_text(yaml.safe_dump(recipe).replace("epochs: 3", "epochs: 1\nlr: 5e-2"))
+    assert train.load_recipe(toy)["lr"] == 0.05
 
 
 def test_data_errors_give_the_cli_spelling_of_verify(toy, tmp_path, capsys, monkeypatch):

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
-from .errors import UserError, one_line
+from .errors import UserError
 
 #: OS errors that come from the user's files and disks, not from bugs.
 USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,

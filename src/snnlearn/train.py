@@ -14,15 +14,22 @@ The Trainer only uses the :class:`~snnlearn.rules.base.Rule` contract. Per epoch
 A killed run continues with ``resume=True`` from the last completed epoch, bit for bit: the
 permutation of an epoch depends only on the seed and the epoch, and the rule's generator state is
 part of its checkpoint.
+
+Guards against lost runs and silent wrong results: a run directory is locked while a run writes to
+it (``.lock``); only an empty directory or, with ``resume=True``, the same run is written to;
+``run.json`` saves the recipe as trained, the resolved rule hyperparameters and the data fingerprint
+(dataset, options, limits, sizes, sources), which ``--resume``, ``load_run``/``eval`` and
+``report --mean`` check; checkpoints are checked on load (every tensor present, with its shape and
+dtype, and finite); the training statistics ``learn`` returns are checked for NaN/inf at every step.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -64,6 +71,23 @@ DATA_SETTINGS = ("dataset", "dataset_options", "val_size", "limit_train", "limit
 
 
 # ------------------------------------------------------------------------------------ file helpers
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-4`` is the number 0.0001 (YAML 1.1, which
+    PyYAML follows, reads it as the string '1e-4' because it lacks a dot)."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely (no object construction), with ``1e-4`` read as a float."""
+    return yaml.load(text, Loader=_YAMLLoader)
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML file that must hold a mapping (a recipe, a run's ``config.yaml``); every problem
     (missing, unreadable, invalid YAML, empty, not a mapping) is a one-line :class:`UserError`."""
@@ -77,7 +101,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not a text file ({e.reason})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         raise UserError(f"{path} is not valid YAML: {one_line(e)}") from None
     if data is None:
@@ -126,7 +150,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         if not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
             raise ValueError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
         node = out
