@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from .errors import one_line
@@ -52,14 +52,16 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], state: dict[st
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(cpu, str(tmp / TENSORS))
+    # serialised in memory and written by Python, so that a full disk is an OSError(ENOSPC) (one
+    # line in the CLI) rather than safetensors' own exception type
+    with open(tmp / TENSORS, "wb") as f:
+        f.write(save(cpu))
+        f.flush()
+        os.fsync(f.fileno())
     with open(tmp / STATE, "w") as f:
         json.dump(state, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
-    for name in (TENSORS,):
-        with open(tmp / name, "rb") as f:
-            os.fsync(f.fileno())
     if is_complete(path):
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
