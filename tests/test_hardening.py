@@ -81,6 +81,13 @@ def test_out_on_a_directory_that_is_not_this_run_is_refused(toy, tmp_path, capsy
         assert "not a run directory" in _error(capsys)
     assert (mine / "metrics.jsonl").read_text() == "my own data\n"
     assert sorted(p.name for p in mine.iterdir() if p.name != ".lock") == ["metrics.jsonl", "notes.txt"]
+    # a run that failed before its first epoch ended holds nothing to lose: the same command runs again
+    failed = tmp_path / "failed"
+    assert _train(toy, failed, "--set", "lr=abc") == 2
+    assert _train(toy, failed, "--epochs", "1", "--set", "explode=true") == 2  # NaN in epoch 1
+    assert not (failed / "checkpoint").exists()
+    assert _train(toy, failed, "--epochs", "1") == 0
+    capsys.readouterr()
     # a finished run: only --resume continues it
     run = tmp_path / "run"
     assert _train(toy, run, "--epochs", "1") == 0

@@ -606,6 +606,10 @@ class Trainer:
             if resume:
                 self.log(f"nothing to resume in {self.out_dir}: starting a new run")
             return None, None
+        if set(contents) <= {"config.yaml", RUN_FILE}:
+            # a run that stopped before its first epoch ended (bad data path, NaN at step 1): nothing to lose
+            self.log(f"{self.out_dir} holds a run that never finished an epoch: starting over")
+            return None, None
         if not (self.out_dir / "config.yaml").is_file():
             shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
             raise UserError(f"--out {self.out_dir} exists and is not empty ({shown}) but is not a run directory; "
