@@ -359,7 +359,8 @@ BAD_ARGS = [
 
 
 @pytest.mark.parametrize("argv", BAD_ARGS, ids=[" ".join(a) or "(none)" for a in BAD_ARGS])
-def test_bad_arguments(base, tmp_path, capsys, argv):
+def test_bad_arguments(base, tmp_path, capsys, argv, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default output folders (runs/, analysis/) stay in the test's folder
     (tmp_path / "file").write_text("x")
     (tmp_path / "nonempty").mkdir()
     (tmp_path / "nonempty" / "notes.txt").write_text("mine")
@@ -377,6 +378,7 @@ def test_bad_arguments(base, tmp_path, capsys, argv):
     rc, err = _run_cli(args, capsys)
     _assert_clean(rc, err, True, " ".join(argv))
     assert (tmp_path / "nonempty" / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "analysis").exists()  # a failed analysis leaves no folder behind
 
 
 def test_corpus_is_large():

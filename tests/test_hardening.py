@@ -370,3 +370,20 @@ def test_saved_hyperparameters_rebuild_shipped_recipes_exactly(name):
     ta, _ = a.full_state()
     tb, _ = b.full_state()
     assert set(ta) == set(tb) and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_multi_seed_directory_is_guarded_too(toy, tmp_path, capsys):
+    out = tmp_path / "multi"
+    assert _train(toy, out, "--seeds", "0,1", "--epochs", "1") == 0
+    assert _train(toy, out, "--seeds", "0,1", "--epochs", "1") == 2
+    assert "--resume" in _error(capsys)
+    assert _train(toy, out, "--seeds", "0,1", "--epochs", "2", "--resume") == 0
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    assert _train(toy, mine, "--seeds", "0,1", "--epochs", "1", "--resume") == 2
+    assert "refusing to overwrite" in _error(capsys)
+    with train.RunLock(out):
+        assert _train(toy, out, "--seeds", "0,1", "--epochs", "2", "--resume") == 2
+        assert "in use" in _error(capsys)

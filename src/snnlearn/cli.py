@@ -290,8 +290,19 @@ def cmd_analyze(args) -> int:
         if (run_dir / "config.yaml").exists():
             read_yaml_mapping(run_dir / "config.yaml")  # a damaged config.yaml: say so before any analysis runs
     out = Path(args.out) if args.out else ((run_dir / "analysis") if run_dir else Path("analysis") / args.name)
+    options = parse_overrides(args.overrides)
+    created = [p for p in [out, *out.parents] if not p.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
-    for path in fn(run_dir, out, parse_overrides(args.overrides)):
+    try:
+        paths = fn(run_dir, out, options)
+    except BaseException:
+        for p in created:  # a failed analysis leaves no empty folders behind
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+    for path in paths:
         print(path)
     return 0
 
