@@ -150,7 +150,7 @@ from .base import Decision, Rule
 # (row 0 unused), act (L, maxN) / n_act (L,) the active inputs of weight layer l (0-based).
 # Weights: one flat buffer ``wflat`` holding every layer's (N_in, N_out) matrix at offset ``woff[l]``
 # and one flat buffer ``mflat`` with the (N_out, N_in) copies of layers l >= 1 at ``moff[l]``; the
-# kernels take views of them (``_nb_wt``/``_nb_wm``), so that one compiled kernel serves every
+# kernels index them directly (views of the flat arguments), so that one compiled kernel serves every
 # network depth (tuples of arrays would be typed, and compiled, per length). Same equations and the same order of operations as the torch path; only the order of
 # the floating-point sums differs (event-driven accumulation instead of matrix products).
 # ---------------------------------------------------------------------------------------------
@@ -158,16 +158,6 @@ _CODE_BITS = 62  # time steps per int64 word of the mini-batch kernel's spike-tr
 
 if HAVE_NUMBA:
     _njit = njit
-
-    @_njit
-    def _nb_wt(wflat, woff, sizes, l):  # pragma: no cover - compiled
-        """The (N_in, N_out) weight matrix of layer l, a view of the flat buffer."""
-        return wflat[woff[l] : woff[l] + sizes[l] * sizes[l + 1]].reshape((sizes[l], sizes[l + 1]))
-
-    @_njit
-    def _nb_wm(mflat, moff, sizes, l):  # pragma: no cover - compiled
-        """The (N_out, N_in) copy of the weights of layer l >= 1, a view of the flat buffer."""
-        return mflat[moff[l] : moff[l] + sizes[l] * sizes[l + 1]].reshape((sizes[l + 1], sizes[l]))
 
     @_njit
     def _nb_forward(lv, keep, in_scale, table, level_active, wflat, woff, sizes, T, beta, theta, delay,
@@ -192,7 +182,7 @@ if HAVE_NUMBA:
             counts[0, i] = c
         n_act[0] = n
         for l in range(L):
-            W = _nb_wt(wflat, woff, sizes, l)
+            w0 = woff[l]  # row i of the (N_in, N_out) matrix: wflat[w0 + i·N_out : … + N_out]
             n_out = sizes[l + 1]
             off = 1 if (l == 0 or delay == 0) else 0
             for t in range(T):
@@ -214,7 +204,8 @@ if HAVE_NUMBA:
                         for o in range(n_out):
                             grow[o] = 0.0
                     grow = G[p]
-                    wrow = W[act[0, k]]
+                    r0 = w0 + act[0, k] * n_out
+                    wrow = wflat[r0 : r0 + n_out]
                     for o in range(n_out):
                         grow[o] += wrow[o]
                 for q in range(n_pat):
@@ -238,7 +229,8 @@ if HAVE_NUMBA:
                             n_ev += 1
                 for e in range(n_ev):
                     crow = cur[ev_t[e]]
-                    wrow = W[ev_i[e]]
+                    r0 = w0 + ev_i[e] * n_out
+                    wrow = wflat[r0 : r0 + n_out]
                     for o in range(n_out):
                         crow[o] += wrow[o]
             sc = in_scale[l]
@@ -292,7 +284,7 @@ if HAVE_NUMBA:
             if val != 0.0:
                 any_out = True
         for l in range(L, 1, -1):  # desire of layer l−1 from layer l (weights of layer l−1 as N_l × N_{l−1})
-            Wm = _nb_wm(mflat, moff, sizes, l - 1)
+            m0 = moff[l - 1]  # row h of the (N_l, N_{l−1}) copy: mflat[m0 + h·N_{l−1} : …]
             n_g = sizes[l - 1]
             for j in range(n_g):
                 d[l - 1, j] = 0.0
@@ -302,8 +294,9 @@ if HAVE_NUMBA:
                 if dh != 0.0:
                     a = (1.0 if dh > 0 else 0.0) - counts[l, h] / n_eff
                     p = dh * abs(a) if l1 else a * abs(dh)
+                    mrow = mflat[m0 + h * n_g : m0 + (h + 1) * n_g]
                     for j in range(n_g):
-                        d[l - 1, j] += p * Wm[h, j]
+                        d[l - 1, j] += p * mrow[j]
             for j in range(n_g):
                 x = d[l - 1, j]
                 ax = abs(x)
@@ -354,8 +347,8 @@ if HAVE_NUMBA:
                     o = sel[j]
                     q[t, j] = S[l + 1, t + 1, o] * d[l + 1, o]
             off = 1 if (l == 0 or delay == 0) else 0
-            Wt = _nb_wt(wflat, woff, sizes, l)
-            Wm = _nb_wm(mflat, moff, sizes, l) if l > 0 else Wt  # (layer 0 has no copy; unused)
+            n_in = sizes[l]
+            w0, m0 = woff[l], moff[l]  # w[i, o] at wflat[w0 + i·N_out + o]; the copy at mflat[m0 + o·N_in + i]
             for k in range(n_act[l]):
                 i = act[l, k]
                 for j in range(ns):
@@ -368,9 +361,9 @@ if HAVE_NUMBA:
                             acc[j] += r * q[t, j]
                 for j in range(ns):
                     dw = acc[j] * lr
-                    Wt[i, sel[j]] += dw
+                    wflat[w0 + i * n_out + sel[j]] += dw
                     if l > 0:
-                        Wm[sel[j], i] += dw
+                        mflat[m0 + sel[j] * n_in + i] += dw
 
     @_njit
     def _nb_learn_one(lv, y, keep, in_scale, table, level_active, wflat, woff, mflat, moff, sizes, T, beta, theta, delay,
@@ -999,34 +992,39 @@ class DesireBP(Rule):
         self._nb_cache = st
         return st
 
-    def _nb_keep(self, st: dict, masks: list[Tensor | None] | None, B: int) -> tuple[Any, Any]:
-        """Keep flags (B, L, max N) uint8 (or (L, max N) for one sample) and input scales (Eq. 16)."""
+    def _nb_keep(self, st: dict, masks: list[Tensor | None] | None, B: int, one: bool) -> tuple[Any, Any]:
+        """Keep flags (B, L, max N) uint8 (or (L, max N) for the per-sample kernel, ``one``) and
+        input scales (Eq. 16)."""
         L = self.n_layers
         scale = np.ones(L, dtype=np.float64)
         if masks is None:
-            return (st["keep1"] if B == 1 else np.ones((B, L, st["max_n"]), dtype=np.uint8)), scale
+            return (st["keep1"] if one else np.ones((B, L, st["max_n"]), dtype=np.uint8)), scale
         keep = np.ones((B, L, st["max_n"]), dtype=np.uint8)
         for l, m in enumerate(masks):
             if m is not None:
                 keep[:, l, : m.shape[1]] = m.cpu().numpy()
                 scale[l] = self._in_scale[l]
-        return (keep[0] if B == 1 else keep), scale
+        return (keep[0] if one else keep), scale
 
-    def _learn_numba(self, lv: Tensor, y: Tensor, masks: list[Tensor | None] | None, record: dict | None = None) -> dict[str, float]:
+    def _learn_numba(self, lv: Tensor, y: Tensor, masks: list[Tensor | None] | None, record: dict | None = None,
+                     force_batch: bool = False) -> dict[str, float]:
+        """One step on the numba kernels: the per-sample kernel for B = 1, else the mini-batch
+        kernels (``force_batch``: also for B = 1, which must give the very same weights)."""
         st = self._nb_state()
         B, L = lv.shape[0], self.n_layers
         lr = self.lr_now / B if self.hparams["batch_reduction"] == "mean" else self.lr_now
         lr_t = st["npdt"](lr)
         beta, theta, delay, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, beta_tr = st["scalars"]
-        keep, scale = self._nb_keep(st, masks, B)
+        per_sample = B == 1 and not force_batch
+        keep, scale = self._nb_keep(st, masks, B, per_sample)
         scale = scale.astype(st["npdt"])
         stats = np.zeros(2 * L + 1, dtype=np.float64)
         LV = lv.cpu().numpy()
         Y = y.cpu().numpy().astype(np.int64)
         if record is not None:
             record["weights_before"] = [w.t().clone() for w in self.weights_t]
-        self._note_path("numba-sample" if B == 1 else "numba-batch")
-        if B == 1:
+        self._note_path("numba-sample" if per_sample else "numba-batch")
+        if per_sample:
             b = st["one"]
             _nb_learn_one(LV[0], int(Y[0]), keep, scale, st["table"], st["level_active"], st["wflat"], st["woff"], st["mflat"], st["moff"], st["sizes"],
                           self.T, beta, theta, delay, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, beta_tr, lr_t,
@@ -1105,12 +1103,17 @@ class DesireBP(Rule):
         order = torch.sort(y, stable=True).indices
         return list(order.split(g))
 
-    def _learn(self, lv: Tensor, y: Tensor, masks: list[Tensor | None] | None, record: dict | None = None) -> dict[str, float]:
+    def _learn(self, lv: Tensor, y: Tensor, masks: list[Tensor | None] | None, record: dict | None = None,
+               force_batch: bool = False) -> dict[str, float]:
+        """One step on the torch path: in place for B = 1 or a single group, else label-sorted
+        groups with deferred updates (``force_batch``: the deferred path also for one group)."""
         B = lv.shape[0]
-        self._note_path("torch-sample" if B == 1 else "torch-batch")
+        self._note_path("torch-sample" if B == 1 and not force_batch else "torch-batch")
         lr = self.lr_now / B if self.hparams["batch_reduction"] == "mean" else self.lr_now
         want_stats = bool(self.hparams["learn_stats"])
         groups = self._groups(y)
+        if groups is None and force_batch:
+            groups = [torch.arange(B, device=self.device)]
         if groups is None:  # per-sample training, or the whole batch at once: update in place
             spikes, counts, inputs, _ = self._forward(lv, masks)
             desires, e = self._desires(counts, y, masks)
