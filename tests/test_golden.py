@@ -67,9 +67,10 @@ DESIRE_PATHS = [("torch", True), ("torch", False)] + ([("numba", True)] if HAVE_
 def _desire(g: dict, dtype: str, backend: str, sparse: bool):
     sizes = [g["fc1_init"].shape[1]] + [g[f"fc{j}_init"].shape[0] for j in (1, 2, 3)]
     # the script's CLI defaults (T 20, β = β_r = 0.75, θ 1, θ_hid 0.05, θ_out 0.30, error margin 4)
-    # are the reference variant's defaults; the recording used lr 0.005 and no dropout
+    # are the reference variant's defaults; the recording used lr 0.005
+    drop = {"dropout_input": float(g["p_in"]), "dropout_hidden": float(g["p_hid"])} if "p_in" in g else {}
     rule = get_rule("desire")("-".join(map(str, sizes)), (1, 6, 6), sizes[-1], variant="reference", backend=backend,
-                              sparse=sparse, dtype=dtype, lr=0.005)
+                              sparse=sparse, dtype=dtype, lr=0.005, **drop)
     rule.load_state_tensors({f"fc{j}.weight": torch.from_numpy(g[f"fc{j}_init"]) for j in (1, 2, 3)})
     return rule
 
@@ -108,3 +109,28 @@ def test_desire_reference_reproduces_the_authors_code(dtype, backend, sparse):
     assert (desires == 1).any() and (desires == -1).any()  # both signs occur in the record
     for j in (1, 2, 3):  # and every layer's weights changed
         assert np.abs(g[f"fc{j}_after"][-1] - g[f"fc{j}_init"]).max() > 0.1
+
+
+@pytest.mark.parametrize("backend,sparse", DESIRE_PATHS)
+def test_desire_reference_reproduces_the_authors_dropout(backend, sparse):
+    """Dropout (input 0.2, hidden 0.3; Eq. 16): the authors' masks, drawn from torch's global
+    generator, are handed to the rule's step. Dropped neurons emit nothing, kept spikes reach the
+    next layer as 1/(1 − p), traces and counts use binary spikes, a dropped neuron's desire is 0."""
+    g = _load("desire_authors_dropout_float64.npz")
+    rule = _desire(g, "float64", backend, sparse)
+    images = torch.from_numpy(g["levels"]).view(-1, 1, 6, 6)
+    for k in range(images.shape[0]):
+        masks = [torch.from_numpy(g[f"keep{j}"][k : k + 1]).bool() for j in range(3)]
+        rec: dict = {}
+        lv, y = rule._levels(images[k : k + 1]), torch.tensor([int(g["labels"][k])])
+        if backend == "numba":
+            rule._learn_numba(lv, y, masks, record=rec)
+        else:
+            rule._learn(lv, y, masks, record=rec)
+        for j in range(3):
+            got = rec["spikes"][j][:, 0].numpy().astype(np.uint8)
+            assert np.array_equal(got, g[f"spikes{j + 1}"][k][1:]), f"layer {j + 1} spikes, sample {k}"
+            assert rec["desires"][j][0].numpy().astype(np.int8).tolist() == g[f"desire{j + 1}"][k].tolist()
+            w = rule.state_tensors()[f"fc{j + 1}.weight"].numpy()
+            np.testing.assert_allclose(w, g[f"fc{j + 1}_after"][k], rtol=0, atol=1e-12, err_msg=f"fc{j + 1} after sample {k}")
+    assert 0 < g["keep0"].mean() < 1 and 0 < g["keep1"].mean() < 1  # neurons were dropped
