@@ -271,6 +271,8 @@ def test_renamed_and_removed_hyperparameters():
     assert "sample_threads" not in r.hparams
     with pytest.raises(ValueError, match="not both"):
         DesireBP(ARCH, (12,), 4, theta_p=0.8, threshold=0.8)
+    # `--set lr=1e-4` arrives as the string '1e-4' (YAML 1.1 needs a dot for a float)
+    assert DesireBP(ARCH, (12,), 4, lr="1e-4").lr_now == 1e-4
 
 
 @pytest.mark.parametrize("key,value,expected", [

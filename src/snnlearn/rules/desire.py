@@ -721,12 +721,17 @@ class DesireBP(Rule):
     def _number(self, key: str, ok, expected: str, integer: bool = False) -> Any:
         """The hyperparameter ``key`` as a number (an int if ``integer``), or the rule's one-line
         error naming the key and the value."""
-        v = self.hparams[key]
+        given = v = self.hparams[key]
+        if isinstance(v, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                raise self.hparam_error(key, given, expected) from None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (integer and v != int(v)):
-            raise self.hparam_error(key, v, expected)
+            raise self.hparam_error(key, given, expected)
         v = int(v) if integer else float(v)
         if not ok(v):
-            raise self.hparam_error(key, v, expected)
+            raise self.hparam_error(key, given, expected)
         return v
 
     def _note_path(self, path: str) -> None:
