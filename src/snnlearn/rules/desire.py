@@ -524,7 +524,29 @@ _CHOICES = {
 
 
 class DesireBP(Rule):
-    """Desire backpropagation with desire-gated STDP (see the module docstring).
+    """Desire backpropagation with desire-gated STDP (see the module docstring for the equations).
+
+    Example::
+
+        from snnlearn.rules import get_rule
+
+        rule = get_rule("desire")("784-1600-800-10", (1, 28, 28), 10, variant="reference",
+                                  dropout_hidden=0.3, seed=0)
+        rule.start_epoch(0)                        # learning-rate schedule (§5.2)
+        stats = rule.learn(images[:1], labels[:1])  # raw uint8 images or rule.encode(images)
+        decision = rule.predict(images)            # scores = output spike counts
+
+    Args:
+        arch, input_shape, n_classes, variant, device, seed: see :class:`~snnlearn.rules.base.Rule`
+            (keyword-only from ``variant`` on).
+        **hparams: any key of :meth:`default_hparams` (``T``, ``threshold``, ``lr``, …); a bad value
+            raises a one-line ``ValueError`` naming the key and the value.
+
+    Attributes:
+        last_path: the implementation of the last ``learn``/``predict`` call
+            (``"numba-sample"``, ``"numba-batch"``, ``"numba-predict"``, ``"torch-sample"``,
+            ``"torch-batch"``, ``"torch-predict"``); ``path_counts`` counts calls per path.
+        weights_t: per layer the (N_in, N_out) weights (views of one flat buffer).
 
     State: ``fc{l}.weight`` (N_l × N_{l−1}) for l = 1..L, plus the generator (dropout) state and
     the epoch counter (learning-rate schedule).
