@@ -23,7 +23,7 @@ Example (plain PyTorch)::
     net = Network("128C3p1-P2-256-10", (1, 28, 28), NetConfig(threshold=2.0, bias=False))
     logits = net(x)                        # ANN
     out = net.snn(x, T=15, stats=True)     # SNN: out.counts (B, 10), out.spikes {"hidden1": (B,), …}
-    y = logits + (out.counts - logits).detach()   # proxy: SNN values, ANN gradient (Eqs. 13–16)
+    y = swap_output(logits, out.counts)   # proxy (snnlearn.rules.proxy): SNN values, ANN gradient
 
 Per-layer SNN thresholds: a layer with a :class:`RateNorm` activation fires at its θ (Ding et
 al.); otherwise at ``config.threshold × scale`` with output spikes of amplitude ``scale``, where
