@@ -53,9 +53,10 @@ def literal_neuron(x: list[list[float]], threshold: float, reset: str, tau: floa
     return out
 
 
-def literal_snn(net: Network, x: torch.Tensor, T: int) -> torch.Tensor:
+def literal_snn(net: Network, x: torch.Tensor, T: int, spike_fn=None) -> torch.Tensor:
     """The SNN as T sequential single-step network calls (the proxy notebook's loop), each neuron
-    updated with ``if_step``; returns the output spike counts."""
+    updated with ``if_step`` (differentiable through ``spike_fn`` when given: BPTT); returns the
+    output spike counts."""
     layers = list(net.layers)
     cfg = net.config
     first = net.first
@@ -79,7 +80,7 @@ def literal_snn(net: Network, x: torch.Tensor, T: int) -> torch.Tensor:
                 cur = m.op(h)
                 if m.bn is not None:
                     cur = m.bn(cur, "snn")
-            s, v[i] = if_step(v.get(i, torch.zeros_like(cur)), cur, cfg.threshold, cfg.reset)
+            s, v[i] = if_step(v.get(i, torch.zeros_like(cur)), cur, cfg.threshold, cfg.reset, spike_fn)
             h = s
         counts = counts + h
     return counts

@@ -88,11 +88,14 @@ class SharedNetRule(AutogradRule):
     ``bn_freeze_epoch`` (null: never; k: BN uses its running statistics from epoch k on, 0-based),
     ``loss`` (``ce`` | ``mse``), ``surrogate`` / ``surrogate_alpha`` / ``detach_reset`` (BPTT),
     ``time_chunk`` (steps simulated per call; null: as many as keep the largest activation under
-    2^24 values), ``eval_T`` (extra read-outs), ``eval_snn`` / ``eval_ann`` (report the other
+    2^23 values), ``eval_T`` (extra read-outs), ``eval_snn`` / ``eval_ann`` (report the other
     forward as ``accuracy/snn`` / ``accuracy/ann``).
     """
 
     variants = ("paper", "reference")
+    #: BatchNorm running statistics: "separate" for the CANN and the CSNN (proxy: both forwards
+    #: run in training), or "shared" (a rule that trains one forward and reads the other).
+    bn_stats = "separate"
 
     @classmethod
     def net_hparams(cls) -> dict[str, Any]:
@@ -133,7 +136,7 @@ class SharedNetRule(AutogradRule):
     # ------------------------------------------------------------------ construction
     def net_config(self) -> NetConfig:
         h = self.hparams
-        return NetConfig(bias=bool(h["bias"]), batchnorm=bool(h["batchnorm"]), neuron=h["neuron"],
+        return NetConfig(bias=bool(h["bias"]), batchnorm=bool(h["batchnorm"]), bn_stats=self.bn_stats, neuron=h["neuron"],
                          threshold=float(h["threshold"]), reset=h["reset"], tau=float(h["tau"]),
                          surrogate=h["surrogate"], alpha=h["surrogate_alpha"],
                          detach_reset=bool(h["detach_reset"]))
@@ -168,7 +171,10 @@ class SharedNetRule(AutogradRule):
 
     def time_chunk(self, batch: int) -> int:
         c = self.hparams["time_chunk"]
-        return int(c) if c else max(1, 2**24 // max(1, batch * self._largest))
+        # default: chunks whose largest activation stays under 2^23 values (32 MB in float32): the
+        # per-layer working set stays near the cache (benchmarks/results/proxy.md: 3–5 steps at
+        # batch 20 beat both all T at once and one step at a time)
+        return int(c) if c else max(1, 2**23 // max(1, batch * self._largest))
 
     def start_epoch(self, epoch: int, n_epochs: int | None = None) -> None:
         super().start_epoch(epoch, n_epochs)
@@ -233,6 +239,7 @@ class CNN(SharedNetRule):
     the logits; ``accuracy/snn`` (with ``eval_snn``) runs the same weights as the CSNN."""
 
     name = "ann"
+    bn_stats = "shared"  # the CSNN read-out (eval_snn) uses the statistics the CANN estimated
 
     @classmethod
     def net_hparams(cls) -> dict[str, Any]:
@@ -257,6 +264,11 @@ class SurrogateGradient(SharedNetRule):
     """The CSNN trained by BPTT through the ATan surrogate (the paper's SGL baseline)."""
 
     name = "sgl"
+    bn_stats = "shared"  # only the CSNN runs in training; the CANN read-out (eval_ann) uses its statistics
+
+    @classmethod
+    def net_hparams(cls) -> dict[str, Any]:
+        return {**super().net_hparams(), "eval_ann": False}
 
     def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
         counts = self.simulate(x, int(self.hparams["T"])).counts
