@@ -11,7 +11,8 @@ between rows of one round are more reliable than absolute times):
 
 * ``snnlearn layer-by-layer`` — ``Network.snn``: the first conv once, every later conv/linear as
   one call on T·B frames (time folded into the batch), every IF layer an in-place scan over T;
-  ``time_chunk`` steps per call (``all`` = T).
+  ``time_chunk`` steps per call (``all`` = T); convolutions on channels-last frames (the default),
+  one row with the NCHW layout.
 * ``single-step peer`` — the notebook's structure (SpikingJelly's single-step mode): T sequential
   calls of the whole network on B frames, an IF update per layer per call; written here in plain
   torch with the same modules, because SpikingJelly is not installed in this environment. It
@@ -146,6 +147,10 @@ def main() -> None:
             for c in chunks:
                 rows.setdefault(f"CSNN forward, snnlearn layer-by-layer, time_chunk={c or 'all'}", []).append(
                     timed(lambda c=c: net.snn(x, T, chunk=c)))
+            net.config.channels_last = False
+            rows.setdefault("CSNN forward, snnlearn layer-by-layer, time_chunk=5, NCHW convolutions", []).append(
+                timed(lambda: net.snn(x, T, chunk=5)))
+            net.config.channels_last = True
             rows.setdefault("CSNN forward, single-step peer (T network calls)", []).append(
                 timed(lambda: single_step_peer(net, x, T)))
         rows.setdefault("proxy training step (CANN fwd+bwd, CSNN fwd, Adam)", []).append(
@@ -154,23 +159,32 @@ def main() -> None:
 
     # inference cost per sample
     src = "untrained network (no --run given)"
+    t_inf = T
     if args.run:
         from snnlearn.train import load_run
 
+        import json
+
         _, trained = load_run(args.run, "best", device="cpu")
         net = trained.net
-        src = f"trained network of {args.run}"
+        t_inf = int(trained.hparams["T"])
+        summ = json.loads((Path(args.run) / "summary.json").read_text())
+        src = (f"trained network `{trained.arch}` of the run `{Path(args.run).name}`: {summ['epochs']} epoch(s) on "
+               f"{summ['n_train']} training images, strict test accuracy {100 * summ['test_accuracy']:.2f} %")
+    inf_macs = layer_macs(net)
+    inf_ann = sum(m for _, m, _ in inf_macs)
+    inf_snn = inf_macs[0][1] + t_inf * sum(m for _, m, _ in inf_macs[1:])
     xt_raw, _, real_t = load_images(200, "test")
     net.eval()
     with torch.no_grad():
-        out = net.snn(rule.encode(xt_raw), T, stats=True)
+        out = net.snn(rule.encode(xt_raw), t_inf, stats=True)
     spikes = {k: float(v.mean()) for k, v in out.spikes.items()}
     synops = 0.0
-    names = [n for n, _, _ in macs]
+    names = [n for n, _, _ in inf_macs]
     # the input spikes of layer k are the spikes of layer k − 1, pooled where a pooling layer lies
     # between; the pre-pooling count is used (an upper bound on SynOps after a pooling layer)
-    for k in range(1, len(macs)):
-        synops += spikes[names[k - 1]] * macs[k][2]
+    for k in range(1, len(inf_macs)):
+        synops += spikes[names[k - 1]] * inf_macs[k][2]
 
     lines = [
         "# Proxy learning speed",
@@ -211,19 +225,19 @@ def main() -> None:
         "T = 15, not re-measured here): SpikingJelly 62 ms/sample single-step, 71 ms multi-step; the notebook "
         "62 ms per training sample.",
         "",
-        f"## Inference cost per sample ({src}, 200 {'real' if real_t else 'random'} test images, T = {T})",
+        f"## Inference cost per sample ({src}, 200 {'real' if real_t else 'random'} test images, T = {t_inf})",
         "",
         "| layer | spikes / sample | CANN MACs / sample |",
         "|---|---|---|",
     ]
-    for name, m, _ in macs:
+    for name, m, _ in inf_macs:
         lines.append(f"| {name} | {spikes.get(name, 0.0):.0f} | {m / 1e6:.2f} M |")
     lines += [
-        f"| total | {spikes.get('total', 0.0):.0f} | {ann_macs / 1e6:.2f} M |",
+        f"| total | {spikes.get('total', 0.0):.0f} | {inf_ann / 1e6:.2f} M |",
         "",
         f"SynOps per sample ≈ {synops / 1e6:.1f} M (spikes × fan-out, pre-pooling spikes after a pooling layer: an "
-        f"upper bound) + the first layer's {macs[0][1] / 1e6:.2f} M dense MACs, against {ann_macs / 1e6:.1f} M MACs "
-        f"for the CANN and {snn_macs / 1e6:.0f} M MACs for the dense CSNN forward at T = {T}.",
+        f"upper bound) + the first layer's {inf_macs[0][1] / 1e6:.2f} M dense MACs, against {inf_ann / 1e6:.1f} M MACs "
+        f"for the CANN and {inf_snn / 1e6:.0f} M MACs for the dense CSNN forward at T = {t_inf}.",
     ]
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

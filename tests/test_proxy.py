@@ -57,6 +57,7 @@ SHAPE = (1, 12, 12)
 
 def make(rule: str, variant: str = "reference", boost: float = 3.0, double: bool = True, **kw):
     r = get_rule(rule)(ARCH, SHAPE, 10, variant=variant, seed=1, **kw)
+    r.net.config.channels_last = False  # the literal references convolve NCHW frames: bit-exact sums
     with torch.no_grad():
         for m in r.net.weighted:
             m.op.weight.mul_(boost)  # every layer spikes at initialisation
@@ -162,7 +163,8 @@ def test_maxnorm_calibration_is_the_layer_maximum():
     r = get_rule("conversion")(ARCH, SHAPE, 10, variant="maxnorm", T=5, eval_T=[], calib_batch=100)
     x, _ = data(20, dtype=torch.float32)
     lam = r.calibrate(x)
-    _, acts = r.net.eval().ann(x, activations=True)
+    with torch.no_grad():
+        _, acts = r.net.eval().ann(x, activations=True)
     assert lam == {k: float(v.max()) for k, v in acts.items()}
     assert all(float(m.scale) == lam[m.name] for m in r.net.weighted[:-1])
 

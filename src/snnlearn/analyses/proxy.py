@@ -136,16 +136,16 @@ def feature_maps(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
     fig, axes = plt.subplots(2 * len(convs), n_filters, figsize=(1.6 * n_filters, 3.3 * len(convs)), squeeze=False)
     rows = []
     for li, name in enumerate(convs):
-        a, s = acts[name][0].cpu(), maps[name][0].cpu()
+        a, s = acts[name][0].float().cpu(), maps[name][0].float().cpu()
         pick = torch.randperm(a.shape[0], generator=g)[:n_filters].tolist()
         for j, f in enumerate(pick):
-            axes[2 * li, j].imshow(a[f], cmap="viridis")
-            axes[2 * li + 1, j].imshow(s[f], cmap="viridis")
+            axes[2 * li, j].imshow(a[f].numpy(), cmap="viridis")
+            axes[2 * li + 1, j].imshow(s[f].numpy(), cmap="viridis")
             axes[2 * li, j].set_title(f"{name} f{f}", fontsize=7)
             for r in (2 * li, 2 * li + 1):
                 axes[r, j].set_xticks([])
                 axes[r, j].set_yticks([])
-            corr = torch.corrcoef(torch.stack([a[f].flatten(), s[f].flatten().float()]))[0, 1]
+            corr = torch.corrcoef(torch.stack([a[f].flatten(), s[f].flatten()]))[0, 1]
             rows.append([name, f, float(a[f].mean()), float(s[f].float().mean()), float(corr)])
         axes[2 * li, 0].set_ylabel("CANN ReLU", fontsize=7)
         axes[2 * li + 1, 0].set_ylabel(f"CSNN counts / {T}", fontsize=7)

@@ -150,7 +150,9 @@ def _scan(x: Tensor, threshold, reset: str, v: Tensor | None, T: int | None, spi
     # the same float operations as the step functions, so the spikes are identical
     with torch.no_grad():
         v = v.detach().clone()
-        spikes = torch.empty((steps, *frame.shape), dtype=frame.dtype, device=frame.device)
+        # the spikes take the input's memory layout (e.g. channels-last frames)
+        spikes = (torch.empty((steps, *frame.shape), dtype=frame.dtype, device=frame.device) if constant
+                  else torch.empty_like(x))
         thr_tensor = torch.is_tensor(threshold)
         for t in range(steps):
             xt = x if constant else x[t]

@@ -64,6 +64,9 @@ class NetConfig:
             ``tau`` (LIF), ``surrogate`` / ``alpha`` / ``detach_reset`` (for BPTT).
         output: ``"spikes"`` (the output layer is IF neurons and the read-out its spike counts) or
             ``"potential"`` (the output current summed over time, no spikes).
+        channels_last: the SNN forward feeds spike maps to its convolutions in the channels-last
+            memory layout (about 1.3× faster convolutions on the CPU; the sums are ordered
+            differently, so currents differ from the NCHW path in the last bits).
     """
 
     bias: bool = True
@@ -80,6 +83,7 @@ class NetConfig:
     alpha: float | None = None
     detach_reset: bool = False
     output: str = "spikes"
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         allowed = {"bn_stats": ("separate", "shared"), "activation": ("relu", "ratenorm"),
@@ -211,6 +215,11 @@ class Network(nn.Module):
         mask = torch.empty_like(h).bernoulli_(1.0 - m.p, generator=self.generator)
         return h * mask.mul_(1.0 / (1.0 - m.p))
 
+    def _conv_op(self, m: Weighted):
+        if not self.config.channels_last:
+            return m.op
+        return lambda f: m.op(f.contiguous(memory_format=torch.channels_last))
+
     def snn_threshold(self, m: Weighted) -> tuple[float | Tensor, Tensor | None]:
         """(threshold, spike amplitude or None for 1) of a layer's SNN neurons."""
         if m.norm is not None:
@@ -311,7 +320,7 @@ class Network(nn.Module):
                 else:
                     if m.flatten:
                         h = h.flatten(2)
-                    cur = fold(m.op, h) if m.is_conv else m.op(h)
+                    cur = fold(self._conv_op(m), h) if m.is_conv else m.op(h)
                     if m.bn is not None:
                         cur = fold(lambda f, m=m, n=n: m.bn(f, side, T=n), cur)
                     const = None
