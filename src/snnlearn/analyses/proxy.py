@@ -42,6 +42,17 @@ def _load(run_dir: Path | None, options: dict[str, Any]):
     return config, rule, ds
 
 
+def _finish(plt, fig, ax, png: Path) -> Path:
+    """Grid, layout, write the PNG, close the figure."""
+    if ax is not None:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
 def t_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule, ds = _load(run_dir, options)
     values = sorted({int(v) for v in option(options, "values", [10, 20, 30, 40, 50, 60, 70])})
@@ -75,13 +86,8 @@ def t_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> lis
     ax.set_xlabel("simulation time T")
     ax.set_ylabel(f"{'test' if 'test' in str(option(options, 'split', 'test')) else 'val'} accuracy (%)")
     ax.set_title(f"{config.get('name')}: accuracy vs T ({n} samples)")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    png = out_dir / "proxy-T-sweep.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return [png, csv_path]
+    return [_finish(plt, fig, ax, out_dir / "proxy-T-sweep.png"), csv_path]
 
 
 def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
@@ -109,13 +115,8 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     ax2.plot(ep, [r[5] if r[5] is not None else float("nan") for r in rows], color="C3", lw=0.8, label="train loss")
     ax2.set_ylabel("training loss")
     ax.legend(fontsize=7, loc="center right")
-    ax.grid(alpha=0.3)
     ax.set_title("Fig. 2: accuracy and loss per epoch")
-    fig.tight_layout()
-    png = out_dir / "proxy-curves.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return [png, csv_path]
+    return [_finish(plt, fig, ax, out_dir / "proxy-curves.png"), csv_path]
 
 
 def feature_maps(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
@@ -150,11 +151,7 @@ def feature_maps(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
         axes[2 * li, 0].set_ylabel("CANN ReLU", fontsize=7)
         axes[2 * li + 1, 0].set_ylabel(f"CSNN counts / {T}", fontsize=7)
     fig.suptitle(f"Fig. 4: feature maps, image {idx} of the test set", fontsize=9)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / "proxy-feature-maps.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = _finish(plt, fig, None, out_dir / "proxy-feature-maps.png")
     csv_path = write_csv(out_dir / "proxy-feature-maps.csv",
                          ["layer", "filter", "mean_relu", "mean_spike_count", "pearson_r"], rows)
     return [png, csv_path]

@@ -192,13 +192,19 @@ class Network(nn.Module):
 
     def reset_parameters(self) -> None:
         """PyTorch's default init (uniform ±1/√fan_in), drawn from ``self.generator``."""
+        g = self.generator
+        dev = g.device if g is not None else None
+
+        def draw(p: Tensor, bound: float) -> None:
+            # drawn where the generator lives (e.g. a rule's CUDA generator), copied to the parameter
+            p.copy_(torch.empty(p.shape, dtype=p.dtype, device=dev or p.device).uniform_(-bound, bound, generator=g))
+
         with torch.no_grad():
             for m in self.weighted:
-                w = m.op.weight
-                bound = 1.0 / math.sqrt(w[0].numel())
-                w.uniform_(-bound, bound, generator=self.generator)
+                bound = 1.0 / math.sqrt(m.op.weight[0].numel())
+                draw(m.op.weight, bound)
                 if m.op.bias is not None:
-                    m.op.bias.uniform_(-bound, bound, generator=self.generator)
+                    draw(m.op.bias, bound)
 
     def set_bn_frozen(self, frozen: bool) -> None:
         """Use the running statistics of every BatchNorm even in training mode (or not)."""
