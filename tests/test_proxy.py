@@ -273,3 +273,21 @@ def test_analyses_on_a_short_run(tmp_path):
     assert len((tmp_path / "b" / "proxy-curves.csv").read_text().splitlines()) == 3 and curves[0].exists()
     maps = get_analysis("proxy-feature-maps")(run, tmp_path / "c", {"filters": 3, "device": "cpu"})
     assert len((tmp_path / "c" / "proxy-feature-maps.csv").read_text().splitlines()) == 1 + 2 * 3 and maps[0].exists()
+
+
+def test_convert_analysis_of_an_ann_run(tmp_path):
+    if not _dataset_available("fmnist"):
+        pytest.skip("fmnist is not available offline")
+    from snnlearn.analyses import get_analysis
+
+    cfg = train.load_recipe("ann-fmnist", {"epochs": 1, "batch_size": 10, "val_size": 10,
+                                           "arch": "8C3p1-P2-8C3p1-P2-32-10"})
+    run = tmp_path / "run"
+    train.Trainer(cfg, run, device="cpu", limit_train=20, limit_test=10, progress=False, log=lambda s: None).run()
+    get_analysis("proxy-convert")(run, tmp_path / "a", {"values": [5, 20], "limit": 10, "calib_samples": 20,
+                                                        "device": "cpu"})
+    rows = [r.split(",") for r in (tmp_path / "a" / "proxy-convert.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["5", "20", "ann"] and all(0.0 <= float(r[1]) <= 1.0 for r in rows)
+    # the CANN read-out of the converted rule is the ann run's own test accuracy
+    summary = json.loads((run / "summary.json").read_text())
+    assert float(rows[2][1]) == summary["test_at_best_val"]["accuracy"]

@@ -9,6 +9,13 @@ directory of a ``proxy`` (or ``sgl`` / ``ann`` / ``conversion``) run and writes 
 * ``proxy-curves`` (Fig. 2): per epoch, the CSNN's strict test accuracy, the CANN's on the same
   weights (``accuracy/ann``), the reference-compatible accuracy and the training loss, from the
   run's ``metrics.jsonl``.
+* ``proxy-convert`` (Tables 2–3, conversion rows): converts the CANN of an ``ann`` run ("we then
+  converted this ANN", §5) with per-layer max normalisation (``norm``: max | p99.9, on the first
+  ``calib_samples`` (default 1000) training images) and reads the IF network out after every T in
+  ``values`` (default [50, 100, 200]) in one simulation; for a ``conversion`` run, evaluates its
+  own converted network at those T. One pass at the end instead of an SNN evaluation per epoch
+  (T = 200 costs ~65 GFLOP per image on the notebook network). Options: ``limit`` (test
+  samples), ``which``, ``device``, ``data_dir``.
 * ``proxy-feature-maps`` (Fig. 4): for one test image (``index``, default 0), the spike counts of
   ``filters`` (default 5) randomly chosen feature maps (``seed``) of every conv layer of the CSNN
   beside the ReLU activations of the same maps in the CANN.
@@ -119,6 +126,45 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     return [_finish(plt, fig, ax, out_dir / "proxy-curves.png"), csv_path]
 
 
+def convert(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
+    from ..rules.conversion import Conversion
+    from ..train import evaluate, prepare_data
+
+    config, rule, ds = _load(run_dir, options)
+    values = sorted({int(v) for v in option(options, "values", [50, 100, 200])})
+    if not values or values[0] < 1:
+        raise ValueError(f"values must be positive step counts, got {values}")
+    if config["rule"] == "conversion":
+        conv = rule
+        conv.hparams.update(T=values[-1], eval_T=values[:-1])
+    elif config["rule"] == "ann":
+        h = rule.hparams
+        conv = Conversion(config["arch"], rule.input_shape, rule.n_classes, variant="maxnorm", device=rule.device,
+                          bias=h["bias"], batchnorm=h["batchnorm"], T=values[-1], eval_T=values[:-1],
+                          norm=str(option(options, "norm", "max")))
+        conv.net.load_state_dict(rule.net.state_dict())
+        n_cal = int(option(options, "calib_samples", 1000))
+        train_ds, _, _ = prepare_data(config, option(options, "data_dir", None), limit_train=None, limit_test=1)
+        conv.calibrate(conv.encode(train_ds.inputs[:n_cal].to(conv.device)))
+    else:
+        raise ValueError(f"proxy-convert needs an ann or conversion run, got a {config['rule']!r} run")
+    res = evaluate(conv, ds, batch_size=max(1, conv.eval_chunk))
+    rows = [[t, res[f"accuracy/T{t}"] if t != values[-1] else res["accuracy"]] for t in values]
+    rows.append(["ann", res.get("accuracy/ann")])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = write_csv(out_dir / "proxy-convert.csv", ["T", "accuracy_strict"], rows)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(values, [100 * r[1] for r in rows[:-1]], "o-", label=f"converted SNN ({conv.variant})")
+    if res.get("accuracy/ann") is not None:
+        ax.axhline(100 * res["accuracy/ann"], color="k", ls=":", lw=1, label="CANN")
+    ax.set_xlabel("simulation time T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{config.get('name')}: converted network ({len(ds)} samples)")
+    ax.legend(fontsize=7)
+    return [_finish(plt, fig, ax, out_dir / "proxy-convert.png"), csv_path]
+
+
 def feature_maps(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule, ds = _load(run_dir, options)
     idx = int(option(options, "index", 0))
@@ -157,4 +203,5 @@ def feature_maps(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
     return [png, csv_path]
 
 
-ANALYSES = {"proxy-T-sweep": t_sweep, "proxy-curves": curves, "proxy-feature-maps": feature_maps}
+ANALYSES = {"proxy-T-sweep": t_sweep, "proxy-curves": curves, "proxy-convert": convert,
+            "proxy-feature-maps": feature_maps}
