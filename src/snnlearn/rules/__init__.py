@@ -12,6 +12,10 @@ RULES: dict[str, str] = {
     "bs4nn": "snnlearn.rules.bs4nn:BS4NN",
     "desire": "snnlearn.rules.desire:DesireBP",
     "tssl": "snnlearn.rules.tssl:TSSLBP",
+    "proxy": "snnlearn.rules.proxy:ProxyLearning",
+    "ann": "snnlearn.rules.proxy:CNN",
+    "sgl": "snnlearn.rules.proxy:SurrogateGradient",
+    "conversion": "snnlearn.rules.conversion:Conversion",
 }
 
 
