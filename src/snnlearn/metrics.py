@@ -9,6 +9,8 @@
 * tie rate (not silent, maximum shared by two or more classes), silent rate, the confusion matrix of
   the strict decision (rows: label, columns: predicted class; a tie or silent sample goes to an extra
   last column "none"), and the mean of every per-sample statistic the rule reports.
+* with ``rule=`` given, the uniform inference costs of :mod:`snnlearn.stats` (``synops``,
+  ``macs``, ``decision_time``) beside the rule's own statistics.
 * the strict accuracy of every extra read-out a rule reports (``Decision.extra_scores``), as
   ``accuracy/<name>``.
 """
@@ -81,8 +83,13 @@ class MetricAccumulator:
     confusion: Tensor | None = None
     stat_sums: dict[str, float] = field(default_factory=dict)
     extra_correct: dict[str, int] = field(default_factory=dict)
+    #: the evaluated rule: when given, every batch gets the uniform cost statistics
+    #: (``synops``, ``macs``, ``decision_time``; :meth:`Rule.with_costs`)
+    rule: Any = None
 
     def update(self, decision: Decision, labels: Tensor) -> BatchOutcome:
+        if self.rule is not None:
+            decision = self.rule.with_costs(decision)
         out = score_decision(decision, labels)
         self.n += int(labels.numel())
         self.strict += int(out.strict_correct.sum())

@@ -548,7 +548,7 @@ def _run_contents(out_dir: Path) -> list[str]:
 @torch.no_grad()
 def evaluate(rule: Rule, dataset: ArrayDataset, batch_size: int = 1000, progress: bool = False, desc: str = "eval") -> dict[str, Any]:
     """Strict and reference-compatible metrics of ``rule`` on ``dataset`` (batched)."""
-    acc = MetricAccumulator(n_classes=rule.n_classes)
+    acc = MetricAccumulator(n_classes=rule.n_classes, rule=rule)
     start = time.perf_counter()
     bar = tqdm(total=len(dataset), desc=desc, unit="sample", leave=False, disable=not progress)
     for lo in range(0, len(dataset), batch_size):
@@ -624,6 +624,10 @@ class Trainer:
     def _write_json(self, name: str, obj: Any) -> None:
         write_json_atomic(self.out_dir / name, obj)
 
+    def make_rule(self, input_shape: tuple[int, ...], n_classes: int, hparams: dict[str, Any]) -> Rule:
+        """The run's rule (a hook: ``snnlearn.compare`` wraps it to stop at a time budget)."""
+        return build_rule(self.config, input_shape, n_classes, self.device, hparams=hparams)
+
     def run(self, resume: bool = False) -> dict[str, Any]:
         # process-wide settings belong to the Trainer / CLI, never to a rule
         if self.device.type == "cpu":
@@ -692,7 +696,7 @@ class Trainer:
                 raise UserError(f"--resume: the data differs from what this run was trained on in {differs}")
             if isinstance(run_info.get("hparams"), dict):
                 hparams = run_info["hparams"]  # continue with the run's own hyperparameters
-        rule = build_rule(cfg, tuple(train.inputs.shape[1:]), len(train.classes), self.device, hparams=hparams)
+        rule = self.make_rule(tuple(train.inputs.shape[1:]), len(train.classes), hparams)
         self._write_json(RUN_FILE, _jsonable({"format": 1, "config": cfg, "hparams": hparams, "data": data}))
         history: list[dict[str, Any]] = []
         best: dict[str, Any] = {"epoch": -1, "val_accuracy": -1.0}

@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .. import stats as _stats
+
 
 @dataclass
 class Decision:
@@ -231,3 +233,43 @@ class Rule(abc.ABC):
 
     def describe(self) -> str:
         return f"{self.name}[{self.variant}] {self.arch}"
+
+    # ------------------------------------------------------------------ uniform statistics
+    def cost_model(self) -> list[_stats.CostLayer]:
+        """The network's synapse sets (:func:`snnlearn.stats.cost_layers`) from which ``synops``
+        and ``macs`` are computed. Rules whose neuron layers differ from the architecture's conv
+        and linear layers (e.g. spiking pooling layers) override this."""
+        return _stats.cost_layers(self.arch, self.input_shape)
+
+    def model_size(self) -> dict[str, int]:
+        """``{"params": …, "bits": …}`` of the trained model (:func:`snnlearn.stats.model_size`):
+        weights, biases (hyperparameter ``bias``) and BatchNorm parameters (``batchnorm``), 32 bits
+        each. Rules with binary weights override this."""
+        h = self.hparams
+        return _stats.model_size(self.arch, self.input_shape, bias=bool(h.get("bias", False)),
+                                 batchnorm=bool(h.get("batchnorm", False)))
+
+    def time_steps(self) -> int | None:
+        """Simulation time steps after which a rate-coded rule reads its decision (``T``), None
+        for rules without one."""
+        t = self.hparams.get("T", self.hparams.get("n_steps"))
+        return int(t) if t is not None else None
+
+    def with_costs(self, decision: Decision) -> Decision:
+        """``decision`` with the uniform per-sample statistics added where the rule did not report
+        them: ``synops`` and ``macs`` (:func:`snnlearn.stats.inference_costs` over
+        :meth:`cost_model`) and, for a spiking rule without a first-spike ``decision_time``, its
+        ``T``. The metrics call this for every evaluated batch."""
+        st = dict(decision.stats)
+        b = decision.scores.shape[0]
+        if not st:
+            st["_n"] = torch.zeros(b, device=decision.scores.device)
+        costs = _stats.inference_costs(st, self.cost_model())
+        st.pop("_n", None)
+        for k, v in costs.items():
+            st.setdefault(k, v.float())
+        spiking = any(k.startswith("spikes/") for k in st)
+        if spiking and "decision_time" not in st and self.time_steps() is not None:
+            st["decision_time"] = torch.full((b,), float(self.time_steps()), device=decision.scores.device)
+        decision.stats = st
+        return decision

@@ -69,6 +69,12 @@ class BS4NN(S4NN):
     binary = True
     target_rule = "bs4nn"
 
+    def model_size(self) -> dict[str, int]:
+        """Binary weights: 1 bit each, plus one 32-bit scaling factor α per layer."""
+        from ..stats import model_size
+
+        return model_size(self.arch, self.input_shape, binary=True, n_scales=self.n_layers)
+
     @classmethod
     def default_hparams(cls, variant: str) -> dict[str, Any]:
         if variant not in cls.variants:

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import NetConfig, Network
+from ..stats import earliest_decision
 from .autograd import AutogradRule
 from .base import Decision
 
@@ -201,12 +202,14 @@ class SharedNetRule(AutogradRule):
         per-layer spike counts as stats and the eval_T read-outs as extra scores."""
         T = int(self.hparams["T"])
         steps = sorted(set(int(t) for t in self.hparams["eval_T"]) | {T})
-        out = self.simulate(x, steps[-1], record=steps, stats=True)
+        # every step is recorded so decision_time/earliest can be read off the running counts
+        out = self.simulate(x, steps[-1], record=range(1, steps[-1] + 1), stats=True)
         counts = out.at[T].float()
         extra = dict(extra or {})
         for t in self.hparams["eval_T"]:
             extra[f"T{t}"] = out.at[int(t)].float()
         stats = {f"spikes/{k}": v.float() for k, v in out.spikes.items()}
+        stats["decision_time/earliest"] = earliest_decision(torch.stack([out.at[t] for t in range(1, T + 1)]).float())
         return Decision(scores=counts, silent=counts.sum(1) == 0, reference_scores=counts,
                         reference_ties="correct", stats=stats, extra_scores=extra)
 
