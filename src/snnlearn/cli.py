@@ -1,4 +1,4 @@
-"""Command line: ``snnlearn recipes | train | eval | report | analyze``.
+"""Command line: ``snnlearn recipes | train | eval | report | analyze | compare``.
 
 Bad input (an unknown recipe, a malformed ``--set`` or file, missing data, a corrupt checkpoint, an
 unavailable device, a full disk) ends with a one-line ``snnlearn: error: ...`` message and exit
@@ -85,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("run_dir", nargs="?")
     a.add_argument("--out", help="output folder (default RUN_DIR/analysis or analysis/<name>)")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    # -- compare: every rule on one benchmark (snnlearn.compare)
+    c = sub.add_parser("compare", help="train every rule's recipe of a benchmark and tabulate them (compare.md/csv, plots)")
+    c.add_argument("benchmark", nargs="?", help="dataset of the comparison, e.g. fmnist")
+    c.add_argument("--collect", nargs="+", metavar="RUN_DIR", help="only tabulate these run directories (or folders of them)")
+    c.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="seeds per recipe (default 0,1,2)")
+    c.add_argument("--budget-minutes", type=float, help="equal-budget mode: stop every run after M minutes of training")
+    c.add_argument("--jobs", type=_positive, default=1, help="runs trained at once (one CPU thread each when > 1)")
+    c.add_argument("--out", help="comparison folder (default runs/compare-<benchmark>)")
+    c.add_argument("--only", nargs="+", metavar="RECIPE", help="only these recipes of the benchmark")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of every recipe (repeatable; part of the runs' fingerprint)")
+    c.add_argument("--limit-train", type=_positive)
+    c.add_argument("--limit-test", type=_positive)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--data-dir")
+    c.add_argument("--threads", type=_positive)
     return p
 
 
@@ -307,6 +324,32 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import collect, plan, run_comparison
+
+    if args.collect:
+        if args.benchmark:
+            raise UserError("give a benchmark to run, or --collect RUN_DIR... to tabulate, not both")
+        out = Path(args.out) if args.out else Path(".")
+        for path in collect(args.collect, out):
+            print(path)
+        return 0
+    if not args.benchmark:
+        raise UserError("compare needs a benchmark (e.g. fmnist) or --collect RUN_DIR...")
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{args.benchmark}"
+    jobs = plan(args.benchmark, args.seeds, out, budget_minutes=args.budget_minutes, limit_train=args.limit_train,
+                limit_test=args.limit_test, only=args.only, overrides=args.overrides)
+    if args.threads and args.jobs == 1:
+        from .runtime import configure_threads
+
+        configure_threads(args.threads)
+    run_comparison(jobs, jobs_at_once=args.jobs, device=args.device, data_dir=args.data_dir,
+                   limit_train=args.limit_train, limit_test=args.limit_test, threads=args.threads if args.jobs > 1 else None)
+    for path in collect([j.run_dir for j in jobs], out, title=f"snnlearn compare {args.benchmark}"):
+        print(path)
+    return 0
+
+
 def _message(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno in USER_ERRNOS and e.strerror:
         where = f": {e.filename}" if e.filename else ""
@@ -328,7 +371,8 @@ def _is_user_error(e: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"recipes": cmd_recipes, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "analyze": cmd_analyze}
+    handlers = {"recipes": cmd_recipes, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "analyze": cmd_analyze,
+                "compare": cmd_compare}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

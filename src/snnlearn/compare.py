@@ -1,0 +1,440 @@
+"""``snnlearn compare``: every rule on one benchmark, one protocol, one table.
+
+For a benchmark (``fmnist``) the comparison takes every shipped recipe of that dataset (each rule's
+own paper recipe: architecture, schedule, validation split), trains one run directory per
+recipe and seed (``OUT/<recipe>/seed<S>``, or ``OUT/<recipe>-budget<M>min/seed<S>`` in the
+equal-budget mode) and tabulates them:
+
+* the strict test accuracy at the best validation epoch (the headline; model selection on the
+  seeded validation split of the recipe, never on the test set) and the reference-compatible one,
+  tie and silent rates;
+* the uniform inference statistics of the final model (:mod:`snnlearn.stats`): spikes per layer
+  and in total, ``synops``, ``macs``, ``decision_time`` (and ``decision_time/earliest``);
+* training cost from ``metrics.jsonl``: training wall time per epoch (evaluation excluded), total
+  training time, the training time until the validation accuracy first reached 90 % of its final
+  value, training samples/s;
+* model size: parameters and bits (:meth:`Rule.model_size`);
+* mean ± sample std over seeds, and the paper's number from the recipe.
+
+Resuming: a finished run directory holds ``compare.json`` with the fingerprint of what was asked
+(the recipe as trained, seed included, data limits, budget, overrides); a finished run with the
+same fingerprint is reused and a different one is an error (choose another ``--out``). A run
+directory without it (interrupted, or trained by ``snnlearn train``) whose ``run.json`` holds the
+same recipe and seed is resumed from its last checkpoint (the Trainer checks the data limits).
+
+Equal-budget mode (``budget_minutes``): each run trains with its recipe's schedule but stops once
+its training wall time (the time inside the epochs, evaluation excluded) reaches the budget. The
+budget is checked after every ``learn`` call; the epoch in progress is cut there, and that partial
+epoch is evaluated and checkpointed like a full one, then the run ends. A rule that learns a whole
+epoch in one call (BS4NN's resampled batch) can only stop at the end of that call.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError
+
+COMPARE_FILE = "compare.json"
+
+
+# ----------------------------------------------------------------------------------- the plan
+def benchmark_recipes(benchmark: str) -> list[str]:
+    """Names of the shipped recipes of a dataset (one per rule/variant/network of its papers)."""
+    from .data import canonical_name
+    from .train import list_recipes, load_recipe
+
+    try:
+        want = canonical_name(benchmark)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    names = []
+    for name in list_recipes():
+        cfg = load_recipe(name)
+        if canonical_name(cfg["dataset"]) == want:
+            names.append(name)
+    if not names:
+        raise UserError(f"no shipped recipe trains on {benchmark!r}; `snnlearn recipes` lists them")
+    return names
+
+
+def rules_without_recipe(recipes: list[str]) -> list[str]:
+    """Registered rules that none of ``recipes`` uses (no recipe of the benchmark)."""
+    from .rules import RULES
+    from .train import load_recipe
+
+    used = {load_recipe(r)["rule"] for r in recipes}
+    return sorted(set(RULES) - used)
+
+
+@dataclass
+class Job:
+    recipe: str
+    seed: int
+    run_dir: Path
+    config: dict[str, Any]
+    fingerprint: str
+    budget_minutes: float | None
+
+
+def run_dir_name(recipe: str, budget_minutes: float | None) -> str:
+    return recipe if budget_minutes is None else f"{recipe}-budget{budget_minutes:g}min"
+
+
+def fingerprint(config: dict[str, Any], limit_train: int | None, limit_test: int | None,
+                budget_minutes: float | None) -> str:
+    """What makes two comparison runs the same: the recipe as trained (seed included), the data
+    limits and the budget."""
+    from .train import _settings
+
+    key = {"config": _settings(config), "limit_train": limit_train, "limit_test": limit_test,
+           "budget_minutes": budget_minutes}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan(benchmark: str, seeds: list[int], out: Path, *, budget_minutes: float | None = None,
+         limit_train: int | None = None, limit_test: int | None = None, only: list[str] | None = None,
+         overrides: list[str] | None = None) -> list[Job]:
+    """One job per recipe of the benchmark and seed."""
+    from .train import load_recipe, parse_overrides
+
+    if budget_minutes is not None and not (budget_minutes > 0 and math.isfinite(budget_minutes)):
+        raise UserError(f"--budget-minutes must be a positive number, got {budget_minutes}")
+    recipes = benchmark_recipes(benchmark)
+    if only:
+        unknown = sorted(set(only) - set(recipes))
+        if unknown:
+            raise UserError(f"--only: {unknown} are not recipes of {benchmark!r}; choose from {recipes}")
+        recipes = [r for r in recipes if r in only]
+    extra = parse_overrides(overrides or [])
+    jobs = []
+    for recipe in recipes:
+        for seed in seeds:
+            cfg = load_recipe(recipe, {**extra, "seed": int(seed)})
+            jobs.append(Job(recipe, int(seed), out / run_dir_name(recipe, budget_minutes) / f"seed{seed}", cfg,
+                            fingerprint(cfg, limit_train, limit_test, budget_minutes), budget_minutes))
+    return jobs
+
+
+# ------------------------------------------------------------------------------------ budget
+class BudgetReached(Exception):
+    """Raised at the start of the epoch after the training-time budget was used up."""
+
+
+class _Budget:
+    """Wraps a rule's ``start_epoch``/``learn``/``end_epoch`` on the instance (no global state) so
+    the run stops once ``seconds`` of training time (inside epochs) are spent."""
+
+    def __init__(self, seconds: float, spent: float = 0.0) -> None:
+        self.seconds, self.spent = float(seconds), float(spent)
+        self.exhausted = self.spent >= self.seconds
+        self.t0 = time.perf_counter()
+
+    def wrap(self, rule):
+        start_epoch, learn, end_epoch = rule.start_epoch, rule.learn, rule.end_epoch
+
+        def budget_start_epoch(epoch: int, n_epochs: int | None = None) -> None:
+            if self.exhausted:
+                raise BudgetReached
+            self.t0 = time.perf_counter()
+            start_epoch(epoch, n_epochs)
+
+        def budget_learn(x, y):
+            if self.exhausted:  # the rest of a cut epoch: skipped
+                return {}
+            stats = learn(x, y)
+            if self.spent + time.perf_counter() - self.t0 >= self.seconds:
+                self.exhausted = True
+            return stats
+
+        def budget_end_epoch(epoch: int):
+            self.spent += time.perf_counter() - self.t0
+            return end_epoch(epoch)
+
+        rule.start_epoch, rule.learn, rule.end_epoch = budget_start_epoch, budget_learn, budget_end_epoch
+        return rule
+
+
+def _trained_seconds(run_dir: Path) -> float:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return 0.0
+    return sum(float(json.loads(line).get("train_seconds", 0.0)) for line in path.read_text().splitlines() if line.strip())
+
+
+def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limit_train: int | None = None,
+            limit_test: int | None = None, threads: int | None = None, log: Callable[[str], None] = print) -> str:
+    """Run (or reuse, or resume) one job; returns ``"reused"``, ``"trained"`` or ``"resumed"``."""
+    from .train import RUN_FILE, Trainer, _jsonable, _run_contents, _settings, read_json_mapping, write_json_atomic
+
+    d = job.run_dir
+    marker = d / COMPARE_FILE
+    resume = False
+    if marker.is_file():
+        info = read_json_mapping(marker)
+        if info.get("fingerprint") != job.fingerprint:
+            raise UserError(f"{d} holds a comparison run of another configuration (fingerprint "
+                            f"{info.get('fingerprint')} != {job.fingerprint}); choose another --out")
+        return "reused"
+    if _run_contents(d):
+        # an interrupted run (or one trained by `snnlearn train`): resumed if it is this recipe and
+        # seed; the Trainer checks the data limits against run.json
+        run = d / RUN_FILE
+        if not run.is_file() or _settings(read_json_mapping(run).get("config", {})) != _settings(_jsonable(job.config)):
+            raise UserError(f"{d} exists and holds something else than run {job.recipe} seed {job.seed}; choose another --out")
+        resume = True
+    state = {"fingerprint": job.fingerprint, "recipe": job.recipe, "seed": job.seed,
+             "budget_minutes": job.budget_minutes, "limit_train": limit_train, "limit_test": limit_test}
+
+    class _Trainer(Trainer):
+        def make_rule(self, input_shape, n_classes, hparams):
+            rule = super().make_rule(input_shape, n_classes, hparams)
+            if job.budget_minutes is not None:
+                _Budget(60.0 * job.budget_minutes, _trained_seconds(d) if resume else 0.0).wrap(rule)
+            return rule
+
+    trainer = _Trainer(job.config, d, device=device, data_dir=data_dir, limit_train=limit_train,
+                       limit_test=limit_test, progress=False, log=log, threads=threads)
+    stopped = "epochs"
+    try:
+        trainer.run(resume=resume)
+    except BudgetReached:
+        stopped = "budget"
+    # written last: its presence means "finished, reuse me"
+    write_json_atomic(marker, {**state, "status": "done", "stopped": stopped})
+    return "resumed" if resume else "trained"
+
+
+def _run_job_quiet(args: tuple) -> tuple[str, str]:
+    job, kw = args
+    return str(job.run_dir), run_job(job, log=lambda s: None, **kw)
+
+
+def run_comparison(jobs: list[Job], *, jobs_at_once: int = 1, log: Callable[[str], None] = print,
+                   **kw: Any) -> list[Path]:
+    """Run every job (``jobs_at_once`` worker processes, one CPU thread each when > 1); returns the
+    run directories."""
+    if jobs_at_once <= 1:
+        for job in jobs:
+            log(f"compare: {job.recipe} seed {job.seed} -> {job.run_dir}")
+            what = run_job(job, log=log, **kw)
+            log(f"compare: {job.recipe} seed {job.seed}: {what}")
+    else:
+        import multiprocessing as mp
+
+        kw = {**kw, "threads": kw.get("threads") or 1}
+        with ProcessPoolExecutor(max_workers=jobs_at_once, mp_context=mp.get_context("spawn")) as pool:
+            for run_dir, what in pool.map(_run_job_quiet, [(j, kw) for j in jobs]):
+                log(f"compare: {run_dir}: {what}")
+    return [j.run_dir for j in jobs]
+
+
+# ---------------------------------------------------------------------------------- collecting
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories (holding ``summary.json``) among ``paths`` and below them."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise UserError(f"{p} is not a directory")
+        if (p / "summary.json").is_file():
+            found.append(p)
+        else:
+            below = sorted(q.parent for q in p.rglob("summary.json") if (q.parent / "config.yaml").is_file())
+            if not below:
+                raise UserError(f"{p} holds no finished run (no summary.json below it)")
+            found.extend(below)
+    seen, out = set(), []
+    for p in found:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            out.append(p)
+    return out
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """Every statistic of the comparison for one run directory."""
+    from .train import read_json_mapping, run_info
+
+    s = read_json_mapping(run_dir / "summary.json")
+    marker = read_json_mapping(run_dir / COMPARE_FILE) if (run_dir / COMPARE_FILE).is_file() else {}
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+        if (run_dir / "metrics.jsonl").is_file() else []
+    at_best = s.get("test_at_best_val") or {}
+    rec: dict[str, Any] = {
+        "run_dir": str(run_dir), "recipe": s.get("recipe"), "rule": s.get("rule"), "variant": s.get("variant"),
+        "arch": s.get("arch"), "seed": s.get("seed"), "epochs": s.get("epochs"), "epochs_requested": s.get("epochs_requested"),
+        "budget_minutes": marker.get("budget_minutes"), "stopped": marker.get("stopped"),
+        "n_train": s.get("n_train"), "n_test": s.get("n_test"), "paper_result": s.get("paper_result"),
+        "accuracy": at_best.get("accuracy", s.get("test_accuracy")),
+        "accuracy_reference": at_best.get("accuracy_reference", s.get("test_accuracy_reference")),
+        "tie_rate": at_best.get("tie_rate", s.get("tie_rate")),
+        "silent_rate": at_best.get("silent_rate", s.get("silent_rate")),
+        "accuracy_final": s.get("test_accuracy"),
+    }
+    for k, v in (s.get("test_stats") or {}).items():
+        if k.startswith("spikes/") or k in ("synops", "macs") or k.startswith("decision_time"):
+            rec[k] = v
+    secs = [float(h["train_seconds"]) for h in history]
+    rec["train_seconds"] = sum(secs) if secs else None
+    rec["seconds_per_epoch"] = statistics.mean(secs) if secs else None
+    rec["train_samples_per_second"] = s.get("train_samples_per_second")
+    curve = [(h.get("val") or h["test"])["accuracy"] for h in history]
+    if curve:
+        goal = 0.9 * curve[-1]
+        first = next(i for i, a in enumerate(curve) if a >= goal)
+        rec["seconds_to_90pct"] = sum(secs[: first + 1])
+    info = run_info(run_dir)
+    if info is not None:
+        try:
+            from .train import build_rule
+
+            rule = build_rule(info["config"], tuple(info["data"]["input_shape"]), int(info["data"]["n_classes"]),
+                              __import__("torch").device("cpu"), hparams=info["hparams"])
+            rec.update(rule.model_size())
+        except Exception as e:  # an old run of a rule that changed: the size is left out, said so
+            rec["size_error"] = str(e).splitlines()[0]
+    return rec
+
+
+#: (column, key, scale, digits) of the markdown table; scale 100 for percentages
+MD_COLUMNS = [
+    ("strict test % (at best val)", "accuracy", 100, 2), ("reference-compatible %", "accuracy_reference", 100, 2),
+    ("ties %", "tie_rate", 100, 2), ("silent %", "silent_rate", 100, 2), ("spikes/sample", "spikes/total", 1, 0),
+    ("synops/sample", "synops", 1, 0), ("MACs/sample", "macs", 1, 0), ("decision time", "decision_time", 1, 1),
+    ("earliest decision", "decision_time/earliest", 1, 1), ("train s/epoch", "seconds_per_epoch", 1, 1),
+    ("train s total", "train_seconds", 1, 1), ("s to 90 % of final", "seconds_to_90pct", 1, 1),
+    ("train samples/s", "train_samples_per_second", 1, 0), ("params", "params", 1, 0), ("bits", "bits", 1, 0),
+]
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per recipe/variant/budget: mean and sample std of every number over the seeds."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["recipe"], r["variant"], r["budget_minutes"], r["n_train"], r["n_test"]), []).append(r)
+    rows = []
+    for (recipe, variant, budget, n_train, n_test), rs in groups.items():
+        seeds = [r["seed"] for r in rs]
+        if len(set(seeds)) != len(seeds):
+            raise UserError(f"{recipe}: seed(s) counted twice among {[r['run_dir'] for r in rs]}")
+        row: dict[str, Any] = {"recipe": recipe, "rule": rs[0]["rule"], "variant": variant, "budget_minutes": budget,
+                               "seeds": sorted(seeds), "n_train": n_train, "n_test": n_test,
+                               "epochs": [r["epochs"] for r in rs], "epochs_requested": rs[0]["epochs_requested"],
+                               "stopped": sorted({str(r.get("stopped")) for r in rs}),
+                               "paper_result": rs[0]["paper_result"], "arch": rs[0]["arch"]}
+        keys = sorted({k for r in rs for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                      - {"seed", "epochs", "epochs_requested", "budget_minutes", "n_train", "n_test"})
+        for k in keys:
+            vals = [float(r[k]) for r in rs if isinstance(r.get(k), (int, float))]
+            if len(vals) == len(rs):
+                row[k] = statistics.mean(vals)
+                row[k + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["rule"], r["recipe"], r["budget_minutes"] or 0))
+
+
+def _fmt(row: dict[str, Any], key: str, scale: float, digits: int) -> str:
+    if key not in row:
+        return "—"
+    m, sd = scale * row[key], scale * row.get(key + "_std", 0.0)
+    if digits == 0 and abs(m) >= 1e5:
+        txt = f"{m:.3g}" + (f" ± {sd:.2g}" if len(row["seeds"]) > 1 else "")
+    else:
+        txt = f"{m:.{digits}f}" + (f" ± {sd:.{digits}f}" if len(row["seeds"]) > 1 else "")
+    return txt
+
+
+def _spikes_per_layer(row: dict[str, Any]) -> str:
+    keys = [k for k in row if k.startswith("spikes/") and not k.endswith("_std") and k != "spikes/total"]
+    order = lambda k: (0, "") if k == "spikes/input" else ((2, "") if k == "spikes/output" else (1, k))
+    return " · ".join(f"{k[7:]} {row[k]:.3g}" for k in sorted(keys, key=order)) or "—"
+
+
+def _mode(row: dict[str, Any]) -> str:
+    ep = row["epochs"]
+    ep_txt = "/".join(str(e) for e in sorted(set(ep)))
+    if row["budget_minutes"] is not None:
+        return f"budget {row['budget_minutes']:g} min ({ep_txt} of {row['epochs_requested']} epochs)"
+    return f"paper schedule ({ep_txt} of {row['epochs_requested']} epochs)"
+
+
+def write_markdown(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    head = ["recipe", "rule", "variant", "mode", "seeds", "train/test samples"] + [c[0] for c in MD_COLUMNS] + \
+        ["spikes per layer", "paper"]
+    lines = [f"# {title}", "",
+             "Strict accuracy: correct only if the label wins alone (ties and silent outputs are wrong), on the "
+             "test set at the epoch of best validation accuracy; mean ± sample std over the seeds. Inference "
+             "statistics are per test sample of the final model (snnlearn.stats); training times exclude evaluation.",
+             "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        cells = [r["recipe"], r["rule"], r["variant"], _mode(r), ",".join(map(str, r["seeds"])),
+                 f"{r['n_train']}/{r['n_test']}"]
+        cells += [_fmt(r, key, scale, digits) for _, key, scale, digits in MD_COLUMNS]
+        cells += [_spikes_per_layer(r), str(r.get("paper_result") or "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    keys: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()})
+
+
+def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """accuracy vs synops per sample (MACs for rows without synaptic operations) and accuracy vs
+    training wall time, one point per row with its seed std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for key, xlabel, name in (("synops", "inference cost per test sample: synaptic operations (MACs for ANN rows)", "accuracy_vs_synops.png"),
+                              ("train_seconds", "training wall time (s, evaluation excluded)", "accuracy_vs_train_time.png")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in rows:
+            x = r.get(key)
+            if key == "synops" and (not x) and r.get("macs"):
+                x = r["macs"]
+            if x is None or r.get("accuracy") is None or x <= 0:
+                continue
+            ax.errorbar([x], [100 * r["accuracy"]], xerr=[r.get(key + "_std", 0.0)], yerr=[100 * r.get("accuracy_std", 0.0)],
+                        fmt="o", capsize=3)
+            label = r["recipe"] + (f" ({r['budget_minutes']:g} min)" if r["budget_minutes"] is not None else "")
+            ax.annotate(label, (x, 100 * r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("strict test accuracy (%)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        paths.append(out / name)
+    return paths
+
+
+def collect(run_dirs: list[str | Path], out: Path, title: str = "snnlearn compare") -> list[Path]:
+    """Tabulate run directories into ``out``: compare.md, compare.csv and the two plots."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = aggregate([run_record(d) for d in find_runs(run_dirs)])
+    write_markdown(rows, out / "compare.md", title)
+    write_csv(rows, out / "compare.csv")
+    return [out / "compare.md", out / "compare.csv", *write_plots(rows, out)]
