@@ -1,0 +1,136 @@
+"""The uniform statistics (snnlearn.stats, Rule.with_costs, Rule.model_size): every registered
+rule reports them under one naming, and synaptic operations match hand counts."""
+
+import math
+
+import pytest
+import torch
+
+from snnlearn.metrics import MetricAccumulator
+from snnlearn.rules import RULES, get_rule
+from snnlearn.stats import cost_layers, earliest_decision, inference_costs, model_size
+
+#: a tiny network per kind of rule (conv for the snnlearn.nn rules, whose recipes are CNNs)
+TINY = {"proxy": "4C3p1-P2-8-10", "ann": "4C3p1-P2-8-10", "sgl": "4C3p1-P2-8-10", "conversion": "4C3p1-P2-8-10"}
+
+
+def _raw(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 28, 28, generator=g) * 255).to(torch.uint8), torch.arange(n) % 10
+
+
+def test_cost_layers_hand_count():
+    # 1x4x4 input, 2 channels of 3x3 kernels with padding 1: per axis 4 outputs x 3 taps = 12
+    # pairs, of which (o=0, tap 0) and (o=3, tap 2) hit the padding: 10; 10 * 10 * 1 * 2 = 200.
+    layers = cost_layers("1x4x4-2C3p1-3", (1, 4, 4))
+    assert [(l.pre, l.pre_neurons, l.synapses, l.params) for l in layers] == [
+        ("input", 16, 200, 18), ("hidden1", 32, 96, 96)]
+    # a pooling without neurons: the next layer's synapses leave the neurons before the pooling
+    layers = cost_layers("1x4x4-2C3p1-P2-3", (1, 4, 4))
+    assert [(l.pre, l.pre_neurons, l.synapses) for l in layers] == [("input", 16, 200), ("hidden1", 32, 24)]
+    # spiking pools are neuron layers of their own, one synapse per pooled neuron
+    layers = cost_layers("1x4x4-2C3p1-P2-3", (1, 4, 4), spiking_pools=True)
+    assert [(l.pre, l.synapses) for l in layers] == [("input", 200), ("hidden1", 32), ("hidden2", 24)]
+
+
+def test_inference_costs_analog_layers_are_macs():
+    layers = cost_layers("6-4-3", (6,))
+    st = {"spikes/hidden1": torch.tensor([2.0, 0.0]), "spikes/total": torch.tensor([3.0, 1.0])}
+    c = inference_costs(st, layers)
+    assert c["macs"].tolist() == [24.0, 24.0]  # the input layer is driven by analog values
+    assert c["synops"].tolist() == [6.0, 0.0]  # 2 hidden spikes x fan-out 3
+
+
+def test_earliest_decision_hand_example():
+    # one sample, 3 classes, running counts over 4 steps: tie, class 1, class 0, class 0
+    cum = torch.tensor([[[0, 0, 0]], [[0, 1, 0]], [[2, 1, 0]], [[3, 1, 0]]], dtype=torch.float32)
+    assert earliest_decision(cum).tolist() == [3.0]
+    # a final tie is no decision: T
+    cum = torch.tensor([[[1, 0]], [[1, 1]]], dtype=torch.float32)
+    assert earliest_decision(cum).tolist() == [2.0]
+    # decided from the first step
+    cum = torch.tensor([[[1, 0]], [[2, 0]]], dtype=torch.float32)
+    assert earliest_decision(cum).tolist() == [1.0]
+
+
+def test_model_size_binary_counts_one_bit_per_weight():
+    s = model_size("784-10-2", (1, 28, 28))
+    assert s == {"params": 7860, "bits": 32 * 7860}
+    b = model_size("784-10-2", (1, 28, 28), binary=True, n_scales=2)
+    assert b == {"params": 7862, "bits": 7860 + 64}
+    bs = get_rule("bs4nn")("784-10-2", (1, 28, 28), 2)
+    assert bs.model_size() == b
+    assert get_rule("s4nn")("784-10-2", (1, 28, 28), 2).model_size() == s
+    # bias and BatchNorm parameters of the snnlearn.nn rules
+    p = get_rule("proxy")("4C3p1-P2-8-10", (1, 28, 28), 10, bias=True, batchnorm=True)
+    n_torch = sum(t.numel() for t in p.net.parameters())
+    assert p.model_size()["params"] == n_torch
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_every_rule_reports_the_uniform_statistics(name):
+    cls = get_rule(name)
+    rule = cls(TINY.get(name, "784-12-10"), (1, 28, 28), 10, variant=cls.variants[0], seed=0)
+    x, y = _raw()
+    acc = MetricAccumulator(10, rule=rule)
+    acc.update(rule.predict(x), y)
+    res = acc.result()
+    st = res["stats"]
+    for key in ("accuracy", "accuracy_reference", "tie_rate", "silent_rate"):
+        assert key in res
+    assert {"synops", "macs"} <= set(st)
+    size = rule.model_size()
+    assert size["params"] > 0 and size["bits"] > 0
+    layers = rule.cost_model()
+    if name == "ann":
+        assert st["synops"] == 0 and st["macs"] == sum(l.synapses for l in layers)
+        return
+    assert {"spikes/total", "spikes/output" if name != "conversion" else "spikes/hidden1", "decision_time"} <= set(st)
+    # every layer after the first is driven by reported spikes: only an analog input layer is MACs
+    assert st["macs"] in (0.0, float(layers[0].synapses))
+    spike_keys = [k for k in st if k.startswith("spikes/") and k not in ("spikes/total", "spikes/input")]
+    assert all(k.removeprefix("spikes/") in {l.pre for l in layers} | {"output"} for k in spike_keys), spike_keys
+    if st["spikes/total"] > 0:
+        assert st["synops"] > 0
+    assert 0 < st["decision_time"] <= max(rule.time_steps() or 0, int(rule.hparams.get("t_max", 0)))
+
+
+def _loop_synops(counts, fan_outs):
+    """One accumulate per delivered spike per synapse, by explicit loops."""
+    total = 0.0
+    for layer_counts, fan_out in zip(counts, fan_outs):
+        for c in layer_counts:
+            for _ in range(fan_out):
+                total += float(c)
+    return total
+
+
+def test_synops_hand_count_s4nn():
+    rule = get_rule("s4nn")("4-3-2", (4,), 2, variant="reference", seed=1, backend="torch",
+                            threshold=2.0, init_ranges=[[0.0, 2.0], [0.0, 3.0]])
+    x = torch.tensor([[200, 0, 150, 255], [10, 90, 0, 30], [255, 255, 255, 255]], dtype=torch.uint8)
+    times = rule._torch_forward(rule._as_times(rule.encode(x)))
+    d = rule.with_costs(rule.predict(x))
+    t_max = rule.t_max
+    for b in range(x.shape[0]):
+        tau = int(times[-1][b].min())
+        # spikes delivered up to the decision: real spikes (t < t_max) at or before tau
+        counts = [[1 if (int(t) < t_max and int(t) <= tau) else 0 for t in times[l][b]] for l in range(2)]
+        hand = _loop_synops(counts, [3, 2])
+        assert d.stats["synops"][b].item() == hand
+        assert d.stats["spikes/input"][b].item() == sum(counts[0])
+        assert d.stats["decision_time"][b].item() == tau
+    assert d.stats["synops"].sum() > 0
+
+
+def test_synops_hand_count_desire():
+    rule = get_rule("desire")("4-3-2", (4,), 2, variant="reference", seed=0, T=6, backend="torch")
+    x = torch.tensor([[200, 0, 150, 255], [10, 90, 0, 30], [255, 255, 255, 255]], dtype=torch.uint8)
+    d = rule.with_costs(rule.predict(x))
+    per_neuron = rule.spike_counts(x)  # input, hidden1, output: (B, N_l)
+    for b in range(x.shape[0]):
+        counts = [per_neuron[0][b].tolist(), per_neuron[1][b].tolist()]
+        hand = _loop_synops(counts, [3, 2])
+        assert d.stats["synops"][b].item() == pytest.approx(hand, abs=0, rel=1e-12)
+    assert d.stats["synops"].sum() > 0
+    assert d.stats["decision_time"].tolist() == [6.0] * 3  # rate-coded: decided after T steps
