@@ -1,8 +1,8 @@
 """TSSL-BP: Temporal Spike Sequence Learning via Backpropagation (Zhang & Li, NeurIPS 2020).
 
-Equation numbers refer to the paper (``/work/shared/papers/tssl-bp.md``); "the authors' code"
-means stonezwr/TSSL-BP (HEAD ffaac71, described in ``/work/shared/notes/reference-implementations.md``
-§4). No code was copied from it.
+Equation numbers refer to the paper (Zhang & Li, "Temporal Spike Sequence Learning via
+Backpropagation for Deep Spiking Neural Networks", NeurIPS 2020, arXiv:2002.10085); "the authors'
+code" means github.com/stonezwr/TSSL-BP at commit ffaac71 (2021-03-12). No code was copied from it.
 
 Model (both variants)
 ---------------------
@@ -105,7 +105,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..arch import LayerSpec, parse_arch
-from ..runtime import tune_cpu_allocator
 from .base import Decision, Rule
 
 _MNIST_STATS = ((0.1307,), (0.3081,))
@@ -159,42 +158,59 @@ class NeuronConfig:
 def lif_forward(current: Tensor, cfg: NeuronConfig, keep: bool = False):
     """Eqs. 3–6 for all neurons: ``current`` (T, …) → ``(psc, spikes, u, u_hat)``, same shape.
 
-    ``u`` is the membrane potential before the reset of its step, ``u_hat`` after it (only
-    returned, as a (T, N) buffer, when ``keep``; else None). Each step is three fused ops
-    (leaky integration, threshold, reset) plus one for the PSC recursion ``a'[t] = s[t] + (1 −
-    1/τ_s)·a'[t−1]``; ``a = a'/τ_s`` at the end.
+    With ``keep`` (training: the backward needs them) ``u`` is the membrane potential before the
+    reset of every step and ``u_hat`` the one after it, as a (T, N) buffer. Without ``keep``
+    (inference) both are None and the potential lives in one (N,) buffer updated in place, so
+    the working set is T× smaller; the arithmetic is the same, so the spikes and PSCs are
+    bit-identical. Each step is three fused ops (leaky integration, threshold, reset) plus one
+    for the PSC recursion ``a'[t] = s[t] + (1 − 1/τ_s)·a'[t−1]``; ``a = a'/τ_s`` at the end.
     """
     n_steps = current.shape[0]
     cur = current.reshape(n_steps, -1)
-    u = torch.empty_like(cur)
     s = torch.empty_like(cur)
     psc = torch.empty_like(cur)
-    u_hat = torch.empty_like(cur) if keep else None
     decay = 1.0 - 1.0 / cfg.tau_m
     r = 1.0 - 1.0 / cfg.tau_s
     vth = cfg.threshold
-    uh = None
-    for t in range(n_steps):
-        ut = u[t]
-        if t == 0:
-            ut.copy_(cur[0])
-        else:
-            torch.add(cur[t], uh, alpha=decay, out=ut)
-        st = s[t]
-        torch.gt(ut, vth, out=st)
-        if keep or t + 1 < n_steps:
-            out = u_hat[t] if keep else None
-            if cfg.reset == "hard":
-                uh = torch.addcmul(ut, ut, st, value=-1.0, out=out) if out is not None else torch.addcmul(ut, ut, st, value=-1.0)
+    hard = cfg.reset == "hard"
+    if keep:
+        u = torch.empty_like(cur)
+        u_hat = torch.empty_like(cur)
+        for t in range(n_steps):
+            ut, st = u[t], s[t]
+            if t == 0:
+                ut.copy_(cur[0])
             else:
-                uh = torch.add(ut, st, alpha=-vth, out=out) if out is not None else torch.add(ut, st, alpha=-vth)
-        if t == 0:
-            psc[0].copy_(st)
-        else:
-            torch.add(st, psc[t - 1], alpha=r, out=psc[t])
+                torch.add(cur[t], u_hat[t - 1], alpha=decay, out=ut)
+            torch.gt(ut, vth, out=st)
+            if hard:
+                torch.addcmul(ut, ut, st, value=-1.0, out=u_hat[t])
+            else:
+                torch.add(ut, st, alpha=-vth, out=u_hat[t])
+            if t == 0:
+                psc[0].copy_(st)
+            else:
+                torch.add(st, psc[t - 1], alpha=r, out=psc[t])
+    else:
+        u = u_hat = None
+        v = cur[0].clone()  # u[t], then û[t] in place
+        for t in range(n_steps):
+            st = s[t]
+            if t > 0:
+                torch.add(cur[t], v, alpha=decay, out=v)
+            torch.gt(v, vth, out=st)
+            if t + 1 < n_steps:
+                if hard:
+                    v.addcmul_(v, st, value=-1.0)
+                else:
+                    v.add_(st, alpha=-vth)
+            if t == 0:
+                psc[0].copy_(st)
+            else:
+                torch.add(st, psc[t - 1], alpha=r, out=psc[t])
     psc.mul_(1.0 / cfg.tau_s)
     shape = current.shape
-    return psc.view(shape), s.view(shape), u.view(shape), u_hat
+    return psc.view(shape), s.view(shape), (u.view(shape) if keep else None), u_hat
 
 
 def _surrogate(k: Tensor, g: Tensor, u: Tensor, cfg: NeuronConfig) -> Tensor:
@@ -339,7 +355,7 @@ def target_pattern(n_steps: int, variant_pattern: str | list | None, variant: st
     else:
         pattern = [int(v) for v in variant_pattern]
     if len(pattern) != n_steps or any(v not in (0, 1) for v in pattern):
-        raise ValueError(f"target_pattern must be {n_steps} zeros/ones, got {variant_pattern!r}")
+        raise ValueError(f"rule 'tssl': target_pattern={variant_pattern!r} must be {n_steps} zeros/ones (T={n_steps})")
     return pattern
 
 
@@ -361,11 +377,12 @@ class TSSLBP(Rule):
 
     name = "tssl"
     variants = ("paper", "reference")
+    renamed_hparams = {"n_steps": "T"}
 
     @classmethod
     def default_hparams(cls, variant: str) -> dict[str, Any]:
         common: dict[str, Any] = {
-            "n_steps": 5,
+            "T": 5,
             "tau_m": 5.0,
             "threshold": 1.0,
             "pool_scale": 1.1,
@@ -421,36 +438,41 @@ class TSSLBP(Rule):
                 "grad_clip": 1.0,
                 "weight_clamp": 4.0,
             }
-        raise ValueError(f"unknown variant {variant!r}")
+        raise ValueError(f"rule 'tssl': unknown variant {variant!r}; choose from ['paper', 'reference']")
 
-    def __init__(self, arch: str, input_shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> None:
-        super().__init__(arch, input_shape, n_classes, **kwargs)
-        if self.device.type == "cpu":
-            tune_cpu_allocator()
+    def __init__(self, arch: str, input_shape: tuple[int, ...], n_classes: int, *, variant: str = "paper",
+                 device: str | torch.device = "cpu", seed: int = 0, **hparams: Any) -> None:
+        """Build the network and its optimiser.
+
+        Args:
+            arch: e.g. ``"15C5-P2-40C5-P2-300-10"`` (``C`` conv, ``P`` pooling, ``D<p>`` dropout,
+                plain numbers linear layers; the last one is the output layer).
+            input_shape: one raw sample, ``(C, H, W)`` for images or ``(frames, 2, H, W)`` for
+                event recordings.
+            n_classes: number of output neurons.
+            variant: ``"paper"`` or ``"reference"`` (see the module docstring).
+            device: torch device of every tensor.
+            seed: seeds the rule's generator (initialisation, dropout, augmentation).
+            **hparams: overrides of :meth:`default_hparams` (``T``, ``tau_m``, ``lr``, …); the old
+                name ``n_steps`` of ``T`` is still accepted with a ``DeprecationWarning``.
+        """
+        super().__init__(arch, input_shape, n_classes, variant=variant, device=device, seed=seed, **hparams)
         h = self.hparams
+        self._check_hparams(h)
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[str(h["dtype"])]
-        self.n_steps = int(h["n_steps"])
+        self.T = int(h["T"])
         self.tau_s = float(h["tau_s"])
-        for key, allowed in (("reset", ("hard", "subtract")), ("pooling", ("psc", "spiking")),
-                             ("switch", ("element", "layer", "none", "surrogate")),
-                             ("loss", ("kernel", "count", "softmax")), ("optimizer", ("adam", "adamw")),
-                             ("readout", ("psc", "count")), ("dropout_mode", ("channel", "element")),
-                             ("augment", (None, "crop_flip")), ("lr_schedule", ("constant", "cosine"))):
-            if h[key] not in allowed:
-                raise ValueError(f"tssl: {key} must be one of {list(allowed)}, got {h[key]!r}")
-        if h["lr_epochs"] is not None and not (isinstance(h["lr_epochs"], int) and h["lr_epochs"] > 0):
-            raise ValueError(f"tssl: lr_epochs must be null (the run's epochs) or a positive integer, "
-                             f"got {h['lr_epochs']!r}")
         # input: static images (C, H, W) or event frames (T, 2, H, W)
         self.events = len(self.input_shape) == 4
         frame_shape = self.input_shape[1:] if self.events else self.input_shape
-        if self.events and self.input_shape[0] < self.n_steps:
-            raise ValueError(f"tssl: n_steps={self.n_steps} but the event input has {self.input_shape[0]} frames")
+        if self.events and self.input_shape[0] < self.T:
+            raise self.hparam_error("T", self.T, f"must be at most the {self.input_shape[0]} frames of the event input")
         self.architecture = parse_arch(arch, frame_shape)
         if self.architecture.n_outputs != self.n_classes:
-            raise ValueError(f"tssl: {arch!r} ends with {self.architecture.n_outputs} outputs, need {self.n_classes}")
+            raise ValueError(f"rule 'tssl': arch {arch!r} ends with {self.architecture.n_outputs} outputs, "
+                             f"need {self.n_classes}")
         if self.architecture.layers[-1].kind not in ("linear", "conv"):
-            raise ValueError("tssl: the last layer must be a linear or convolution layer")
+            raise ValueError(f"rule 'tssl': arch {arch!r} must end with a linear or convolution layer")
         channels = frame_shape[0] if len(frame_shape) == 3 else 1
         mean, std = h["input_mean"], h["input_std"]
         if mean is None or std is None:
@@ -472,18 +494,18 @@ class TSSLBP(Rule):
             surrogate_width=float(h["surrogate_width"]), surrogate_clip=float(h["surrogate_clip"]),
             surrogate_kernel=bool(h["surrogate_kernel"]),
         )
-        self.m_fwd, self.m_bwd = toeplitz_matrices(self.n_steps, self.tau_s, self.dtype, self.device)
-        gamma = 1.0 - (1.0 - 1.0 / self.tau_s) ** torch.arange(1, self.n_steps + 1, dtype=torch.float64)
+        self.m_fwd, self.m_bwd = toeplitz_matrices(self.T, self.tau_s, self.dtype, self.device)
+        gamma = 1.0 - (1.0 - 1.0 / self.tau_s) ** torch.arange(1, self.T + 1, dtype=torch.float64)
         if not h["input_filter"]:
             gamma = torch.ones_like(gamma)
         self.gamma = gamma.to(self.dtype).to(self.device)
-        self.target = torch.tensor(target_pattern(self.n_steps, h["target_pattern"], self.variant),
+        self.target = torch.tensor(target_pattern(self.T, h["target_pattern"], self.variant),
                                    dtype=self.dtype, device=self.device)
         self.target_psc = self.m_fwd @ self.target  # (κ*d)[t]
 
         self.layers = self._build_layers(frame_shape)
         biggest = max([math.prod(frame_shape)] + [math.prod(l.spec.out_shape) for l in self.layers])
-        self._eval_chunk = max(1, 2**22 // (self.n_steps * biggest))
+        self._eval_chunk = max(1, 2**22 // (self.T * biggest))
         self.params = [l.weight for l in self.layers if l.weight is not None]
         opt_cls = torch.optim.AdamW if h["optimizer"] == "adamw" else torch.optim.Adam
         # the fused (single-kernel) Adam exists on CPU and CUDA in torch >= 2.4; 5x faster on CPU
@@ -497,6 +519,60 @@ class TSSLBP(Rule):
                                      weight_decay=float(h["weight_decay"] or 0.0))
 
     # ------------------------------------------------------------------ construction
+    _CHOICES: dict[str, tuple] = {
+        "reset": ("hard", "subtract"), "pooling": ("psc", "spiking"),
+        "switch": ("element", "layer", "none", "surrogate"), "loss": ("kernel", "count", "softmax"),
+        "optimizer": ("adam", "adamw"), "readout": ("psc", "count"), "dropout_mode": ("channel", "element"),
+        "augment": (None, "crop_flip"), "lr_schedule": ("constant", "cosine"), "dtype": ("float32", "float64"),
+    }
+
+    def _check_hparams(self, h: dict[str, Any]) -> None:
+        """Reject bad hyperparameters with one line naming the key and the value (NaN fails every
+        comparison below, so it is rejected too)."""
+        for key, allowed in self._CHOICES.items():
+            if h[key] not in allowed:
+                raise self.hparam_error(key, h[key], f"must be one of {list(allowed)}")
+
+        def number(key: str, ok, expected: str, optional: bool = False) -> None:
+            v = h[key]
+            if optional and v is None:
+                return
+            try:
+                good = not isinstance(v, bool) and ok(float(v))
+            except (TypeError, ValueError):
+                good = False
+            if not good:
+                raise self.hparam_error(key, v, expected)
+
+        t = h["T"]
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise self.hparam_error("T", t, "must be a positive integer (time steps)")
+        number("tau_m", lambda v: v >= 1.0, "must be >= 1 (the leak factor is 1 - 1/tau_m)")
+        number("tau_s", lambda v: v >= 1.0, "must be >= 1 (the synaptic factor is 1 - 1/tau_s)")
+        number("threshold", lambda v: v > 0.0, "must be > 0")
+        number("pool_scale", lambda v: v > 0.0, "must be > 0")
+        number("lr", lambda v: v > 0.0, "must be > 0")
+        number("weight_decay", lambda v: v >= 0.0, "must be >= 0")
+        number("grad_clip", lambda v: v > 0.0, "must be null or > 0", optional=True)
+        number("weight_clamp", lambda v: v > 0.0, "must be null or > 0", optional=True)
+        number("dropout", lambda v: 0.0 <= v < 1.0, "must be null or in [0, 1)", optional=True)
+        number("surrogate_width", lambda v: v > 0.0, "must be > 0")
+        number("surrogate_clip", lambda v: v > 0.0, "must be > 0")
+        number("switch_threshold", lambda v: v >= 0.0, "must be >= 0")
+        number("desired_count", lambda v: math.isfinite(v), "must be a finite number")
+        number("undesired_count", lambda v: math.isfinite(v), "must be a finite number")
+        clip = h["dtdu_clip"]
+        try:
+            lo, hi = (float(v) for v in clip)
+            good = lo <= hi
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise self.hparam_error("dtdu_clip", clip, "must be two numbers [lo, hi] with lo <= hi")
+        if h["lr_epochs"] is not None and (isinstance(h["lr_epochs"], bool) or not isinstance(h["lr_epochs"], int)
+                                           or h["lr_epochs"] < 1):
+            raise self.hparam_error("lr_epochs", h["lr_epochs"], "must be null (the run's epochs) or a positive integer")
+
     def _build_layers(self, frame_shape: tuple[int, ...]) -> list[_Layer]:
         h = self.hparams
         specs = self.architecture.layers
@@ -504,38 +580,39 @@ class TSSLBP(Rule):
         scales = h["weight_scale"]
         if isinstance(scales, (list, tuple)):
             if len(scales) != n_weighted:
-                raise ValueError(f"tssl: weight_scale has {len(scales)} entries, the net has {n_weighted} weighted layers")
+                raise self.hparam_error("weight_scale", scales, f"must be one number or {n_weighted} numbers "
+                                        f"(one per conv/linear layer)")
             scales = [float(v) for v in scales]
         else:
             scales = [float(scales)] * n_weighted
         layers: list[_Layer] = []
         cur: tuple[int, ...] = tuple(self.architecture.input_shape)
-        counts = {"conv": 0, "linear": 0, "pool": 0}
+        hidden = 0  # spiking layers are named hidden1, hidden2, … and output (the stats' names)
         wi = 0
         for i, spec in enumerate(specs):
             last = i == len(specs) - 1
+            if spec.kind in ("conv", "linear") and not last:
+                hidden += 1
             if spec.kind == "conv":
-                counts["conv"] += 1
                 fan_in = cur[0] * spec.kernel * spec.kernel
                 bound = 1.0 / math.sqrt(fan_in)  # PyTorch's default conv init (kaiming_uniform, a=√5)
                 w = (torch.rand((spec.size, cur[0], spec.kernel, spec.kernel), generator=self.generator,
                                 device=self.device, dtype=torch.float32) * 2 - 1) * bound * scales[wi]
-                name = "out" if last else f"conv{counts['conv']}"
+                name = "output" if last else f"hidden{hidden}"
                 layers.append(_Layer(spec, name, "conv", w.to(self.dtype).requires_grad_(), cur, True))
                 wi += 1
             elif spec.kind == "linear":
-                counts["linear"] += 1
                 fan_in = math.prod(cur)
                 std = math.sqrt(2.0 / fan_in)  # kaiming_normal_ (fan_in, ReLU gain)
                 w = torch.randn((spec.size, fan_in), generator=self.generator, device=self.device,
                                 dtype=torch.float32) * std * scales[wi]
-                name = "out" if last else f"fc{counts['linear']}"
+                name = "output" if last else f"hidden{hidden}"
                 layers.append(_Layer(spec, name, "linear", w.to(self.dtype).requires_grad_(), cur, True))
                 wi += 1
             elif spec.kind in ("pool", "avgpool"):
-                counts["pool"] += 1
                 spiking = h["pooling"] == "spiking"
-                layers.append(_Layer(spec, f"pool{counts['pool']}" if spiking else "", "pool", None, cur, spiking))
+                hidden += spiking
+                layers.append(_Layer(spec, f"hidden{hidden}" if spiking else "", "pool", None, cur, spiking))
             elif spec.kind == "dropout":
                 p = spec.p if h["dropout"] is None else float(h["dropout"])
                 spec = LayerSpec("dropout", spec.out_shape, p=p)
@@ -563,7 +640,7 @@ class TSSLBP(Rule):
         """Returns the input PSC: (T, B, *frame) for events, or (B, *frame) for static images
         (then the first layer multiplies its output by γ_t)."""
         if self.events:
-            frames = x[:, : self.n_steps].to(self.dtype).transpose(0, 1).contiguous()  # (T, B, ...)
+            frames = x[:, : self.T].to(self.dtype).transpose(0, 1).contiguous()  # (T, B, ...)
             if self.hparams["input_filter"]:
                 t = frames.shape[0]
                 frames = torch.mm(self.m_fwd, frames.view(t, -1)).view(frames.shape)
@@ -573,7 +650,7 @@ class TSSLBP(Rule):
     def _forward(self, x: Tensor, train: bool, want_spikes: bool = False):
         """Returns (output PSC (T, B, C), output spikes (T, B, C), {layer: spikes per sample})."""
         cfg = self.neuron
-        n_steps = self.n_steps
+        n_steps = self.T
         h, timed = self._input_current(x)
         batch = x.shape[0]
         stats: dict[str, Tensor] = {}
@@ -685,6 +762,7 @@ class TSSLBP(Rule):
 
     # ------------------------------------------------------------------ contract
     def learn(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        x = self.as_encoded(x)
         y = y.to(self.device)
         if self.hparams["augment"] == "crop_flip" and not self.events:
             x = self._augment(x)
@@ -711,7 +789,8 @@ class TSSLBP(Rule):
         if self.hparams["lr_schedule"] == "cosine":
             span = self.hparams["lr_epochs"] or n_epochs
             if not span:
-                raise ValueError("tssl: lr_schedule cosine needs lr_epochs or the run's number of epochs")
+                raise self.hparam_error("lr_epochs", None, "must be set for lr_schedule: cosine when the run's "
+                                        "number of epochs is not known")
             lr *= 0.5 * (1.0 + math.cos(math.pi * min(epoch, span) / span))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -722,6 +801,7 @@ class TSSLBP(Rule):
         reference scores); silent = no output spike; spikes per layer and sample as stats.
         On the CPU large batches are evaluated in slices whose biggest activation stays under
         ~16 MB (cache-friendly and below glibc's mmap threshold); results are identical."""
+        x = self.as_encoded(x)
         chunk = self._eval_chunk if self.device.type == "cpu" else x.shape[0]
         outs, spks, stats = [], [], {}
         for lo in range(0, x.shape[0], max(1, chunk)):
@@ -768,4 +848,4 @@ class TSSLBP(Rule):
                 self.optimizer.state[w] = st
 
     def describe(self) -> str:
-        return f"tssl[{self.variant}] {self.arch} T={self.n_steps} loss={self.hparams['loss']}"
+        return f"tssl[{self.variant}] {self.arch} T={self.T} loss={self.hparams['loss']}"
