@@ -14,16 +14,19 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 import tssl_reference as R  # noqa: E402
 
-from snnlearn.rules import get_rule  # noqa: E402
-from snnlearn.rules.tssl import (  # noqa: E402
-    TSSLBP,
+from snnlearn.nn import surrogate  # noqa: E402
+from snnlearn.nn.tssl import (  # noqa: E402
     NeuronConfig,
     SumPool2d,
+    SumPool2dFn,
+    TSSLDropout,
+    TSSLLIF,
     TSSLNeuron,
     lif_forward,
-    target_pattern,
     toeplitz_matrices,
 )
+from snnlearn.rules import get_rule  # noqa: E402
+from snnlearn.rules.tssl import TSSLBP, target_pattern  # noqa: E402
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -102,7 +105,7 @@ def _compare_net(variant, arch, in_shape, n_classes, batch=3, **hp):
     x = rule.encode(raw).to(F64).requires_grad_()
     y = torch.randint(0, n_classes, (batch,), generator=g)
     out, _, _ = rule._forward(x, train=False)
-    loss = rule.loss(out, y)
+    loss = rule.psc_loss(out, y)
     loss.backward()
 
     keys = ("switch", "loss", "reset", "leak_grad", "desired_count", "undesired_count", "tau_s")
@@ -197,15 +200,18 @@ def test_losses_gradcheck(loss):
     g = torch.Generator().manual_seed(0)
     out = (torch.rand(5, 4, 3, generator=g, dtype=F64) * 0.6).requires_grad_()
     y = torch.tensor([0, 1, 2, 1])
-    assert torch.autograd.gradcheck(lambda o: rule.loss(o, y), (out,))
+    assert torch.autograd.gradcheck(lambda o: rule.psc_loss(o, y), (out,))
 
 
 @pytest.mark.parametrize("k,size", [(2, 8), (2, 7), (3, 9)])
 def test_sum_pool_gradcheck(k, size):
     x = torch.randn(2, 3, size, size, dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v: SumPool2d.apply(v, k, 1.1), (x,))
+    assert torch.autograd.gradcheck(lambda v: SumPool2dFn.apply(v, k, 1.1), (x,))
     ref = F.avg_pool2d(x, k, divisor_override=1) * 1.1
-    assert torch.allclose(SumPool2d.apply(x, k, 1.1), ref)
+    assert torch.allclose(SumPool2dFn.apply(x, k, 1.1), ref)
+    frames = x.detach().reshape(1, 2, 3, size, size).expand(4, 2, 3, size, size)  # (T, B, C, H, W)
+    assert torch.equal(SumPool2d(k, 1.1)(frames), SumPool2dFn.apply(x.detach(), k, 1.1).expand(4, 2, 3, size // k,
+                                                                                           size // k))
 
 
 def test_paper_gradient_only_at_spike_times():
@@ -310,18 +316,24 @@ def test_event_input_shapes():
 
 
 def test_dropout_mask_shared_over_time():
-    rule = TSSLBP("6C3-D0.5-10", (1, 6, 6), 10, variant="reference", seed=3)
+    g = torch.Generator().manual_seed(3)
+    drop = TSSLDropout(0.5)
     h = torch.ones(5, 64, 6, 4, 4)
-    d = rule._dropout(h, 0.5)
+    d = drop(h, g)
     assert torch.equal(d, d[:1].expand_as(d))  # same mask at every step
     per_channel = d[0].reshape(64, 6, -1)
     assert torch.equal(per_channel, per_channel[..., :1].expand_as(per_channel))  # one value per (b, c)
     assert set(d.unique().tolist()) == {0.0, 2.0}
     assert 0.3 < (d[0, :, :, 0, 0] == 0).float().mean() < 0.7
-    flat = rule._dropout(torch.ones(5, 64, 30), 0.25)
+    flat = TSSLDropout(0.25)(torch.ones(5, 64, 30), g)
     assert torch.equal(flat, flat[:1].expand_as(flat))
     assert not torch.equal(flat[0, 0], flat[0, 1])
+    element = TSSLDropout(0.5, per="element")(h, g)
+    assert torch.equal(element, element[:1].expand_as(element))
+    assert not torch.equal(element[0, :, :, :1, :1].expand_as(element[0]), element[0])  # varies within a map
+    assert torch.equal(drop.eval()(h, g), h)
     # no dropout at prediction time: predictions are deterministic
+    rule = TSSLBP("6C3-D0.5-10", (1, 6, 6), 10, variant="reference", seed=3)
     x = rule.encode(torch.randint(0, 256, (4, 1, 6, 6), dtype=torch.uint8))
     assert torch.equal(rule.predict(x).scores, rule.predict(x).scores)
 
@@ -329,7 +341,7 @@ def test_dropout_mask_shared_over_time():
 def test_augmentation_crop_flip():
     rule = TSSLBP("4C3p1-10", (3, 8, 8), 10, variant="reference", augment="crop_flip", seed=1)
     x = torch.randn(16, 3, 8, 8)
-    a = rule._augment(x)
+    a = rule.augment(x)
     assert a.shape == x.shape
     fill = ((0.0 - rule._mean) / rule._std).reshape(3)
     for i in range(16):  # each output is a shifted (and maybe flipped) window of the padded input
@@ -421,7 +433,7 @@ def test_cosine_lr_schedule_is_opt_in_and_follows_the_epoch():
         with pytest.raises(ValueError, match="lr_epochs"):
             TSSLBP("10", (1, 4, 4), 10, lr_schedule="cosine", lr_epochs=bad)
     with pytest.raises(ValueError, match="lr_schedule"):
-        TSSLBP("10", (1, 4, 4), 10, lr_schedule="step")
+        TSSLBP("10", (1, 4, 4), 10, lr_schedule="linear")
 
 
 @pytest.mark.parametrize("variant", ["paper", "reference"])
@@ -518,6 +530,58 @@ def test_no_process_wide_side_effects(monkeypatch):
     finally:
         runtime.tune_cpu_allocator.cache_clear()
     assert loaded == [] and torch.get_num_threads() == threads
+
+
+# ------------------------------------------------------------------------ snnlearn.nn pieces, old checkpoints
+def test_tssl_surrogate_is_registered():
+    z = torch.linspace(-3, 3, 41, dtype=F64, requires_grad=True)
+    s = surrogate("tssl")(z)
+    assert torch.equal(s, (z > 0).to(F64))  # strict threshold, as TSSL's neurons
+    (g,) = torch.autograd.grad(s.sum(), z)
+    sig = torch.sigmoid((z.detach() / 0.2).clamp(-8, 8))
+    assert rel_err(g, sig * (1 - sig) / 0.2) < 1e-12
+
+
+def test_lif_module_is_the_autograd_function():
+    cfg = neuron_config(R.config("reference"))
+    lif = TSSLLIF(cfg, 6, F64)
+    g = torch.Generator().manual_seed(4)
+    cur = (torch.randn(6, 3, 7, generator=g, dtype=F64) + 0.6).requires_grad_()
+    grad = torch.randn(6, 3, 7, generator=g, dtype=F64)
+    psc, spikes = lif(cur)
+    ref_psc, ref_spikes, ref_grad = run_neuron(R.config("reference"), cur.detach(), grad)
+    assert torch.equal(psc.detach(), ref_psc) and torch.equal(spikes, ref_spikes)
+    (d,) = torch.autograd.grad(psc, cur, grad)
+    assert torch.equal(d, ref_grad)
+    with torch.no_grad():  # the in-place inference scan gives the same spikes and PSCs
+        p2, s2 = lif(cur)
+    assert torch.equal(p2, ref_psc) and torch.equal(s2, ref_spikes)
+    assert "m_bwd" not in lif.state_dict()
+
+
+def test_checkpoint_from_before_the_nn_port_loads():
+    """tests/fixtures/tssl_state_v1.safetensors: the full state (``weight/<i>``, ``optim/<i>/…``,
+    generator) of a TSSLBP("4C3-D0.2-P2-12-10", (1, 8, 8), 10, variant="reference", seed=3,
+    weight_scale=3.0, n_steps=5) after 3 steps on 12 images drawn with torch.manual_seed(0), written
+    by snnlearn at commit 21e6887 (before the port onto snnlearn.nn), with its predicted scores and
+    its weight 0 after one more step. The new rule predicts the same scores and continues with the
+    same step, bit for bit."""
+    from safetensors.torch import load_file
+
+    t = load_file(str(Path(__file__).parent / "fixtures" / "tssl_state_v1.safetensors"))
+    scores, next_w = t.pop("expected/scores"), t.pop("expected/next_weight0")
+    assert any(k.startswith("weight/") for k in t)
+    with pytest.warns(DeprecationWarning):
+        rule = TSSLBP("4C3-D0.2-P2-12-10", (1, 8, 8), 10, variant="reference", seed=99, weight_scale=3.0, n_steps=5)
+    rule.load_full_state(t, {})
+    raw = torch.randint(0, 256, (12, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    assert torch.equal(rule.predict(raw).scores, scores)
+    rule.learn(raw, torch.arange(12) % 10)
+    assert torch.equal(rule.params[0].detach(), next_w)
+    assert all(k.startswith(("net/", "optim/")) for k in rule.state_tensors())
+    bad = {**t, "weight/7": t["weight/0"]}
+    with pytest.raises(ValueError, match="weight/7"):
+        rule.load_state_tensors(bad)
 
 
 # ------------------------------------------------------------------------ recipes
