@@ -143,13 +143,18 @@ def lif_forward(current: Tensor, cfg: NeuronConfig, keep: bool = False):
     return psc.view(shape), s.view(shape), (u.view(shape) if keep else None), u_hat
 
 
+def _sigma_prime_(x: Tensor, clip: float) -> Tensor:
+    """``σ(x)(1 − σ(x))`` of ``x`` clipped to ±``clip``, in place (x is a temporary)."""
+    sig = x.clamp_(-clip, clip).sigmoid_()
+    return sig.addcmul_(sig, sig, value=-1.0)
+
+
 def sigmoid_grad(z: Tensor, width: float, clip: float) -> Tensor:
     """``σ(x)(1 − σ(x))`` with ``x = z/width`` clipped to ±``clip``; divided by ``width`` this is
-    the derivative of ``sigmoid(z/width)``, TSSL-BP's surrogate (width 0.2, clip 8 in the
-    authors' code). The caller applies ``1/width`` (after its own factors, to keep the rounding of
-    the original formula)."""
-    sig = torch.mul(z, 1.0 / width).clamp_(-clip, clip).sigmoid_()
-    return sig.addcmul_(sig, sig, value=-1.0)
+    the derivative of ``sigmoid(z/width)``, TSSL-BP's surrogate (width 0.2, clip 8 in the authors'
+    code). The caller applies ``1/width`` (after its own factors, to keep the rounding of the
+    original formula)."""
+    return _sigma_prime_(torch.mul(z, 1.0 / width), clip)
 
 
 class TSSLSigmoidSpike(torch.autograd.Function):
@@ -176,7 +181,8 @@ def _surrogate(k: Tensor, g: Tensor, u: Tensor, cfg: NeuronConfig) -> Tensor:
     """Warm-up gradient ``(Σ_{k≥t} κ[k−t] g[k])·σ′(u[t])`` (or ``g[t]·σ′(u[t])`` when
     ``surrogate_kernel`` is off), σ′ the derivative of ``sigmoid((u − V_th)/width)`` with the
     argument clipped to ±``surrogate_clip``."""
-    sig = sigmoid_grad(torch.sub(u, cfg.threshold), cfg.surrogate_width, cfg.surrogate_clip)
+    # one temporary, updated in place (the backward's working set is what limits its speed)
+    sig = _sigma_prime_(torch.sub(u, cfg.threshold).mul_(1.0 / cfg.surrogate_width), cfg.surrogate_clip)
     return sig.mul_(k if cfg.surrogate_kernel else g).mul_(1.0 / cfg.surrogate_width)
 
 
