@@ -35,7 +35,7 @@ Discrete time ``t = 0 … T−1``; all layers update in the same step (no inter-
 
 Backward (the TSSL-BP gradient, Eqs. 8–14)
 ------------------------------------------
-:class:`TSSLNeuron` maps the weighted input current ``I`` (T, …) of a LIF layer to its PSC and,
+:class:`snnlearn.nn.tssl.TSSLNeuron` maps the weighted input current ``I`` (T, …) of a LIF layer to its PSC and,
 in backward, ``g[k] = ∂L/∂a[k]`` to ``δ[t] = ∂L/∂u[t] = ∂L/∂I[t]`` (Eqs. 9–10; autograd then
 applies ``Wᵀ`` and forms ``∂L/∂W = Σ_t δ[t]·a_prev[t]ᵀ``, Eq. 8).
 
@@ -49,7 +49,7 @@ applies ``Wᵀ`` and forms ``∂L/∂W = Σ_t δ[t]·a_prev[t]ᵀ``, Eq. 8).
   ``∂(ν*s)[t_p]/∂t_m = −θ_m · R[t_m] · (1 − θ_m)^{t_p − t_m − 1}`` (θ_m = 1/τ_m; R the reset
   amount: u[t_m] for the hard reset, V_th for the subtractive one). Summed against g this is a
   first-order linear recurrence in t (the carry ``c``), the only reverse scan over T:
-  ``G_spk[t] = P[t]·(K[t] + θ_m R[t] c[t+1])``; see :func:`tssl_backward` for the exact form.
+  ``G_spk[t] = P[t]·(K[t] + θ_m R[t] c[t+1])``; see :func:`snnlearn.nn.tssl.tssl_backward` for the exact form.
 * φ (Eq. 14) is the sum of both; the carry passes from one spike back to the previous one,
   leaking by ``(1 − θ_m)`` per step in between.
 
@@ -124,18 +124,18 @@ _CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 # ---------------------------------------------------------------------------------------------
 # losses
 # ---------------------------------------------------------------------------------------------
-def target_pattern(n_steps: int, variant_pattern: str | list | None, variant: str) -> list[int]:
+def target_pattern(T: int, variant_pattern: str | list | None, variant: str) -> list[int]:
     """Desired output spike train of the label neuron for the kernel loss (Eq. 7)."""
     if variant_pattern is None or variant_pattern == "auto":
-        if n_steps == 5:
+        if T == 5:
             return [0, 1, 1, 1, 1] if variant == "reference" else [0, 1, 0, 1, 1]
-        return [t % 2 for t in range(n_steps)]
+        return [t % 2 for t in range(T)]
     if isinstance(variant_pattern, str):
         pattern = [int(c) for c in variant_pattern.replace(",", " ").split()]
     else:
         pattern = [int(v) for v in variant_pattern]
-    if len(pattern) != n_steps or any(v not in (0, 1) for v in pattern):
-        raise ValueError(f"rule 'tssl': target_pattern={variant_pattern!r} must be {n_steps} zeros/ones (T={n_steps})")
+    if len(pattern) != T or any(v not in (0, 1) for v in pattern):
+        raise ValueError(f"rule 'tssl': target_pattern={variant_pattern!r} must be {T} zeros/ones (T={T})")
     return pattern
 
 
