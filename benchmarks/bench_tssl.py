@@ -325,6 +325,11 @@ def main() -> None:
         "",
         authors_line,
         "",
+        "Until this version the table compared our times with numbers for the authors' code recorded once, "
+        "on a quieter machine, in the project's notes (e.g. 110 / 17 ms per N-MNIST sample, 374 / 63 ms per "
+        "CIFAR-10 sample, train / eval), while ours were measured later under other users' load; three rows "
+        "then looked slower than theirs. Both codes are now timed in the same run.",
+        "",
         "Times in ms per sample, medians over the timed steps. Train = one training step (forward, loss, "
         "TSSL-BP backward, gradient clip, AdamW, weight clamp) divided by the batch; eval = prediction of "
         "one evaluation batch divided by its size. Ratio = median over the steps of (ours / theirs) for "
