@@ -53,9 +53,10 @@ def literal_neuron(x: list[list[float]], threshold: float, reset: str, tau: floa
     return out
 
 
-def literal_snn(net: Network, x: torch.Tensor, T: int) -> torch.Tensor:
+def literal_snn(net: Network, x: torch.Tensor, T: int, spike_fn=None) -> torch.Tensor:
     """The SNN as T sequential single-step network calls (the proxy notebook's loop), each neuron
-    updated with ``if_step``; returns the output spike counts."""
+    updated with ``if_step`` (differentiable through ``spike_fn`` when given: BPTT); returns the
+    output spike counts."""
     layers = list(net.layers)
     cfg = net.config
     first = net.first
@@ -79,7 +80,7 @@ def literal_snn(net: Network, x: torch.Tensor, T: int) -> torch.Tensor:
                 cur = m.op(h)
                 if m.bn is not None:
                     cur = m.bn(cur, "snn")
-            s, v[i] = if_step(v.get(i, torch.zeros_like(cur)), cur, cfg.threshold, cfg.reset)
+            s, v[i] = if_step(v.get(i, torch.zeros_like(cur)), cur, cfg.threshold, cfg.reset, spike_fn)
             h = s
         counts = counts + h
     return counts
@@ -233,7 +234,7 @@ ARCH = "6C3p1-6C3p1-P2-8C3p1-P2-24-10"
 
 
 def small_net(**cfg: Any) -> Network:
-    cfg = {"threshold": 1.0, "bias": False, **cfg}
+    cfg = {"threshold": 1.0, "bias": False, "channels_last": False, **cfg}
     net = Network(ARCH, (1, 12, 12), NetConfig(**cfg), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         for m in net.weighted:
@@ -255,6 +256,13 @@ def test_snn_forward_equals_per_step_network_calls(batchnorm):
     with torch.no_grad():
         assert torch.equal(net.snn(x, 4).counts, chunked.at[4])
     assert torch.equal(net(x, T=17), out.counts)
+
+
+def test_channels_last_convolutions_give_the_same_spikes():
+    x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(6))
+    a, b = small_net().float().eval(), small_net(channels_last=True).float().eval()
+    with torch.no_grad():
+        assert torch.equal(a.snn(x, 17).counts, b.snn(x, 17).counts)
 
 
 def test_snn_forward_with_grad_gives_the_same_spikes():

@@ -258,7 +258,7 @@ def test_decision_all_silent_uses_potential_fallback(variant, backend):
 
 
 def test_metrics_read_the_decision():
-    metrics = pytest.importorskip("snnlearn.metrics")
+    from snnlearn import metrics
     rule, x = crafted("reference", BACKENDS[-1], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     out = metrics.score_decision(rule.predict(x), torch.tensor([1]))
     assert out.tie.tolist() == [True]
@@ -353,7 +353,7 @@ def test_recipes_build(name):
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
     """One short CLI training run on 2,000 MNIST images (shared by the end-to-end tests)."""
-    cli = pytest.importorskip("snnlearn.cli")
+    from snnlearn import cli
     if not mnist_available():
         pytest.skip("MNIST not found (set SNNLEARN_DATA)")
     out = tmp_path_factory.mktemp("s4nn") / "run"

@@ -22,6 +22,11 @@ can be fed back to continue the simulation::
     spikes, v = neuron(current)              # current (T, B, …) → spikes (T, B, …)
     spikes, v = neuron(static, T=15)         # a constant current (B, …) for 15 steps
 
+The direct-input "static conv" (proxy paper Eq. 6) is just that: convolve the image once and
+hand the (B, C, H, W) current to a neuron with ``T=``; nothing is expanded over time::
+
+    spikes, v = IF(threshold=2.0)(conv1(x), T=15)
+
 With autograd on, spikes are differentiable through the surrogate (``"atan"``, ``"sigmoid"``;
 add your own with :func:`register_surrogate`) and the scan is backpropagated through time.
 

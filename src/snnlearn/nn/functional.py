@@ -26,7 +26,7 @@ Both paths give the same spikes, bit for bit, as calling the step function T tim
 
 Surrogates live in a registry so other rules can add theirs::
 
-    register_surrogate("mine", MySpikeFunction)     # a torch.autograd.Function: apply(z, alpha)
+    register_surrogate("mine", MySpike)     # a HeavisideSpike subclass with its own backward
     spike = surrogate("atan", alpha=2.0)            # callable z -> H(z) with the ATan gradient
 """
 
@@ -42,16 +42,21 @@ RESETS = ("zero", "subtract")
 
 
 # --------------------------------------------------------------------------------- surrogates
-class ATanSpike(torch.autograd.Function):
-    """Heaviside forward; backward ``α / (2·(1 + (π/2·α·z)²))``, the derivative of
-    ``arctan(π/2·α·z)/π + ½`` (Fang et al., ICCV 2021; SpikingJelly's ``surrogate.ATan``, α = 2
-    gives a peak gradient of 1 at z = 0). ``z = v − θ``."""
+class HeavisideSpike(torch.autograd.Function):
+    """Base of the surrogate spike functions: forward ``H(z) = [z ≥ 0]`` (z = v − θ), saving z
+    and α; subclasses define ``backward`` (the surrogate derivative)."""
 
     @staticmethod
     def forward(ctx, z: Tensor, alpha: float) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(z)
         ctx.alpha = alpha
         return (z >= 0).to(z.dtype)
+
+
+class ATanSpike(HeavisideSpike):
+    """Backward ``α / (2·(1 + (π/2·α·z)²))``, the derivative of ``arctan(π/2·α·z)/π + ½``
+    (Fang et al., ICCV 2021; SpikingJelly's ``surrogate.ATan``, α = 2 gives a peak gradient of 1
+    at z = 0)."""
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
@@ -60,14 +65,8 @@ class ATanSpike(torch.autograd.Function):
         return grad * (a / 2) / (1 + (math.pi / 2 * a * z).square()), None
 
 
-class SigmoidSpike(torch.autograd.Function):
-    """Heaviside forward; backward ``α·σ(αz)(1 − σ(αz))`` (SpikingJelly's default ``Sigmoid``, α = 4)."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, alpha: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(z)
-        ctx.alpha = alpha
-        return (z >= 0).to(z.dtype)
+class SigmoidSpike(HeavisideSpike):
+    """Backward ``α·σ(αz)(1 − σ(αz))`` (SpikingJelly's default ``Sigmoid``, α = 4)."""
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
@@ -151,7 +150,9 @@ def _scan(x: Tensor, threshold, reset: str, v: Tensor | None, T: int | None, spi
     # the same float operations as the step functions, so the spikes are identical
     with torch.no_grad():
         v = v.detach().clone()
-        spikes = torch.empty((steps, *frame.shape), dtype=frame.dtype, device=frame.device)
+        # the spikes take the input's memory layout (e.g. channels-last frames)
+        spikes = (torch.empty((steps, *frame.shape), dtype=frame.dtype, device=frame.device) if constant
+                  else torch.empty_like(x))
         thr_tensor = torch.is_tensor(threshold)
         for t in range(steps):
             xt = x if constant else x[t]

@@ -11,6 +11,10 @@ RULES: dict[str, str] = {
     "s4nn": "snnlearn.rules.s4nn:S4NN",
     "desire": "snnlearn.rules.desire:DesireBP",
     "tssl": "snnlearn.rules.tssl:TSSLBP",
+    "proxy": "snnlearn.rules.proxy:ProxyLearning",
+    "ann": "snnlearn.rules.proxy:CNN",
+    "sgl": "snnlearn.rules.proxy:SurrogateGradient",
+    "conversion": "snnlearn.rules.conversion:Conversion",
 }
 
 
