@@ -134,3 +134,18 @@ def test_synops_hand_count_desire():
         assert d.stats["synops"][b].item() == pytest.approx(hand, abs=0, rel=1e-12)
     assert d.stats["synops"].sum() > 0
     assert d.stats["decision_time"].tolist() == [6.0] * 3  # rate-coded: decided after T steps
+
+
+@pytest.mark.parametrize("variant", get_rule("tssl").variants)
+def test_tssl_cnn_pooling_layers_follow_the_cost_model(variant):
+    """With spiking pooling the pooled layers report spikes of their own; no layer after the
+    first counts as MACs either way."""
+    rule = get_rule("tssl")("4C5p2-P2-8-10", (1, 28, 28), 10, variant=variant, seed=0)
+    x, y = _raw()
+    d = rule.with_costs(rule.predict(x))
+    layers = rule.cost_model()
+    assert float(d.stats["macs"][0]) in (0.0, float(layers[0].synapses))
+    pres = {l.pre for l in layers}
+    for k in d.stats:
+        if k.startswith("spikes/") and k not in ("spikes/total", "spikes/output", "spikes/input"):
+            assert k.removeprefix("spikes/") in pres, (k, pres)

@@ -494,5 +494,11 @@ class TSSLBP(AutogradRule):
             tensors = mapped
         super().load_state_tensors(tensors)
 
+    def cost_model(self):
+        """Spiking pooling layers (``pooling: spiking``) are neuron layers of their own."""
+        from ..stats import cost_layers
+
+        return cost_layers(self.arch, self.input_shape, spiking_pools=self.hparams["pooling"] == "spiking")
+
     def describe(self) -> str:
         return f"tssl[{self.variant}] {self.arch} T={self.T} loss={self.hparams['loss']}"
