@@ -95,16 +95,17 @@ Code paths (same equations; results agree up to the order of floating-point sums
 
 All paths skip the backward pass and the update when no output neuron has a desire (then every
 desire is 0). Layers whose weights carry desire down keep a bit-identical (N_out, N_in) copy of
-the weights so that the rows of neurons with a desire are contiguous. Per-sample steps on the CPU
-run single-threaded (``sample_threads``): their operations are too small to gain from threads,
-and oversubscribed OpenMP threads make them up to 20× slower on a busy machine.
+the weights so that the rows of neurons with a desire are contiguous. The rule never changes
+torch's thread count (a process-wide setting that belongs to :mod:`snnlearn.runtime`, called by
+the Trainer/CLI); the numba path reads it and runs its chunks on a thread pool owned by the rule
+(:class:`snnlearn.backend.ChunkRunner`).
 
 Hyperparameters (``default_hparams``): ``T``, ``theta_p``, ``theta_input``, ``beta``,
 ``beta_trace``, ``theta_out``, ``theta_hid``, ``lr``, ``lr_decay``, ``lr_schedule``,
 ``dropout_input``, ``dropout_hidden``, ``layer_delay``, ``error_margin``, ``output_sign``,
 ``hidden_error``, ``hidden_threshold_inclusive``, ``init`` (above) and the implementation knobs
 ``batch_reduction``, ``dtype`` (float32 | float64), ``backend``, ``sparse``, ``group_size``,
-``sample_threads``, ``learn_stats``.
+``learn_stats``.
 
 Statistics: ``learn`` returns ``loss`` (Eq. 6 on the output), per layer ``local_loss/<layer>`` (mean
 over neurons of ½e², e from Eq. 14 with the layer's desires; Fig. 6) and ``desire/<layer>`` (the
@@ -119,23 +120,16 @@ maximum (what the paper and the code use); ``silent`` = no output spike at all;
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..arch import parse_arch
+from ..backend import HAVE_NUMBA, ChunkRunner, choose_backend, chunk_plan, njit
 from .base import Decision, Rule
-
-try:  # optional CPU accelerator (the torch path is the fallback and the CUDA path)
-    import numba as _numba
-    import numpy as np
-
-    HAVE_NUMBA = True
-except Exception:  # pragma: no cover - depends on the environment
-    _numba = None
-    np = None
-    HAVE_NUMBA = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +141,7 @@ except Exception:  # pragma: no cover - depends on the environment
 # the floating-point sums differs (event-driven accumulation instead of matrix products).
 # ---------------------------------------------------------------------------------------------
 if HAVE_NUMBA:
-    _njit = _numba.njit(cache=True, nogil=True, fastmath=False)
+    _njit = njit
 
     @_njit
     def _nb_forward(lv, keep, in_scale, table, level_active, wts, sizes, T, beta, theta, delay,
@@ -492,28 +486,6 @@ if HAVE_NUMBA:
                 totals[b, l] = s
 
 
-_POOL: Any = None
-
-
-def _run_chunks(fn, n_chunks: int, workers: int | None = None) -> None:
-    """Run ``fn(c)`` for c = 0 … n_chunks − 1 on a shared pool of ``workers`` threads (the numba
-    kernels release the GIL); inline with one worker. More chunks than workers balance the load
-    when other processes share the cores."""
-    global _POOL
-    workers = n_chunks if workers is None else workers
-    if workers <= 1 or n_chunks <= 1:
-        for c in range(n_chunks):
-            fn(c)
-        return
-    if _POOL is None or _POOL._max_workers != workers:
-        from concurrent.futures import ThreadPoolExecutor
-
-        if _POOL is not None:
-            _POOL.shutdown(wait=True)
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="desire")
-    for f in [_POOL.submit(fn, c) for c in range(n_chunks)]:
-        f.result()
-
 _CHOICES = {
     "output_sign": ("error", "label"),
     "hidden_error": ("signed", "l1"),
@@ -533,6 +505,12 @@ class DesireBP(Rule):
 
     name = "desire"
     variants = ("paper", "reference")
+    #: Hyperparameters that no longer exist: old configs still load (DeprecationWarning), the value
+    #: is ignored. ``sample_threads`` toggled torch's process-wide thread count inside ``learn``.
+    removed_hparams: dict[str, str] = {
+        "sample_threads": "the rule no longer changes torch's thread count; threads are a process "
+                          "setting (snnlearn.runtime, set by the Trainer/CLI)",
+    }
     _col_fraction = 0.25  # update only the changed columns when fewer than this fraction change
 
     @classmethod
@@ -555,7 +533,6 @@ class DesireBP(Rule):
             "dtype": "float32",
             "sparse": "auto",  # gather active rows (CPU) or dense products (CUDA); same results
             "learn_stats": True,  # per-layer local losses and desire fractions from learn()
-            "sample_threads": 1,  # CPU threads for per-sample (B = 1) steps; 0 keeps torch's setting
             "group_size": 4,  # mini-batches (sparse path): simulate in label-sorted groups of this size (0: all)
             "backend": "auto",  # "numba" (CPU, if installed), "torch", or "auto" (numba on the CPU when available)
         }
@@ -580,6 +557,15 @@ class DesireBP(Rule):
                 init="kaiming_normal",
             )
         return hp
+
+    @classmethod
+    def _translate_renamed(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        out = super()._translate_renamed(hparams)
+        for old, why in cls.removed_hparams.items():
+            if old in out:
+                warnings.warn(f"rule {cls.name!r}: hyperparameter {old!r} is ignored: {why}", DeprecationWarning, stacklevel=3)
+                del out[old]
+        return out
 
     # ------------------------------------------------------------------ construction
     def __init__(
@@ -632,11 +618,8 @@ class DesireBP(Rule):
         self.layer_names = [f"hidden{l}" for l in range(1, self.n_layers)] + ["output"]
         self.dtype = torch.float64 if h["dtype"] == "float64" else torch.float32
         self.sparse = (self.device.type == "cpu") if h["sparse"] == "auto" else bool(h["sparse"])
-        if h["backend"] not in ("auto", "numba", "torch"):
-            raise ValueError(f"desire: backend must be auto, numba or torch, got {h['backend']!r}")
-        if h["backend"] == "numba" and not (HAVE_NUMBA and self.device.type == "cpu"):
-            raise ValueError("desire: backend numba needs the numba package and device cpu; use backend torch")
-        self.backend = "numba" if (h["backend"] != "torch" and HAVE_NUMBA and self.device.type == "cpu") else "torch"
+        self.backend = choose_backend(h["backend"], self.device, self.name)
+        self._runner = ChunkRunner(self.name)  # threads for mini-batches and evaluation (numba)
 
         self.beta = float(h["beta"])
         self.beta_trace = float(h["beta_trace"])
@@ -888,16 +871,6 @@ class DesireBP(Rule):
         lv, y = self._levels(x), y.to(self.device).long()
         if self.backend == "numba":
             return self._learn_numba(lv, y, masks)
-        n = int(self.hparams["sample_threads"])
-        if n > 0 and lv.shape[0] == 1 and self.device.type == "cpu" and torch.get_num_threads() > n:
-            # A per-sample step is ~300 tiny ops: extra threads do not help them, and on a busy
-            # machine each OpenMP parallel region waits for a descheduled thread (20x slower).
-            before = torch.get_num_threads()
-            torch.set_num_threads(n)
-            try:
-                return self._learn(lv, y, masks)
-            finally:
-                torch.set_num_threads(before)
         return self._learn(lv, y, masks)
 
     # ------------------------------------------------------------------ numba backend (CPU)
@@ -1006,7 +979,7 @@ class DesireBP(Rule):
                     "n_sel": np.zeros((B, L), dtype=np.int64),
                 }
                 st["batch"][B] = b
-            n_chunks, workers = self._nb_threads(B)
+            n_chunks, workers = chunk_plan(B)
             parts = np.zeros((n_chunks, 2 * L + 1), dtype=np.float64)
             wts, wms, sizes, T = st["wts"], st["wms"], st["sizes"], self.T
 
@@ -1015,7 +988,7 @@ class DesireBP(Rule):
                                   delay, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, st["pats"], b["S"],
                                   b["counts"], b["d"], b["act"], b["n_act"], b["sel"], b["n_sel"], st["max_n"], c, n_chunks, parts[c])
 
-            _run_chunks(forward, n_chunks, workers)
+            self._runner.run(forward, n_chunks, workers)
             stats += parts.sum(0)
             for l in range(L):  # phase 2, after every forward pass: the summed update, layer by layer
                 max_sel = int(b["n_sel"][:, l].max())
@@ -1023,21 +996,15 @@ class DesireBP(Rule):
                     continue
                 code = np.zeros((self.sizes[l], B), dtype=np.int64)
                 Q = np.zeros((B, T, max_sel), dtype=st["npdt"])
-                _run_chunks(lambda c: _nb_batch_prepare(l, b["S"], b["d"], b["act"], b["n_act"], b["sel"], b["n_sel"],
+                self._runner.run(lambda c: _nb_batch_prepare(l, b["S"], b["d"], b["act"], b["n_act"], b["sel"], b["n_sel"],
                                                         T, delay, code, Q, c, n_chunks), n_chunks, workers)
-                _run_chunks(lambda c: _nb_batch_update(l, wts[l], code, Q, b["sel"], b["n_sel"], T, beta_tr, lr_t, c, n_chunks),
+                self._runner.run(lambda c: _nb_batch_update(l, wts[l], code, Q, b["sel"], b["n_sel"], T, beta_tr, lr_t, c, n_chunks),
                             n_chunks, workers)
                 if l > 0:
-                    _run_chunks(lambda c: _nb_transpose(wts[l], wms[l], c, n_chunks), n_chunks, workers)
+                    self._runner.run(lambda c: _nb_transpose(wts[l], wms[l], c, n_chunks), n_chunks, workers)
             if record is not None:
                 self._nb_record(record, lv, masks, b["S"], b["d"])
         return self._stats_dict(torch.from_numpy(stats)) if self.hparams["learn_stats"] else {}
-
-    def _nb_threads(self, work: int) -> tuple[int, int]:
-        """(chunks, worker threads) for the thread pool: torch's thread setting is the user's knob;
-        four chunks per thread, at most ``work``."""
-        workers = max(1, min(torch.get_num_threads(), work))
-        return (1 if workers == 1 else min(4 * workers, work)), workers
 
     def _nb_record(self, record: dict, lv: Tensor, masks, S, d) -> None:
         """Internals of the numba step in the layout of :meth:`_record` (for the tests)."""
@@ -1189,8 +1156,8 @@ class DesireBP(Rule):
             beta, theta, delay = nb["scalars"][:3]
             LV = lv.cpu().numpy()
             scale1 = nb["scale1"].astype(nb["npdt"])
-            n_chunks, workers = self._nb_threads(B)
-            _run_chunks(lambda c: _nb_predict_part(LV, nb["keep1"], scale1, nb["table"], nb["level_active"], nb["wts"], nb["sizes"],
+            n_chunks, workers = chunk_plan(B)
+            self._runner.run(lambda c: _nb_predict_part(LV, nb["keep1"], scale1, nb["table"], nb["level_active"], nb["wts"], nb["sizes"],
                                                    self.T, beta, theta, delay, nb["max_n"], nb["pats"], c, n_chunks, sc_np, st_np),
                         n_chunks, workers)
             sc = torch.from_numpy(sc_np).float()
