@@ -13,7 +13,8 @@ Conventions (every open decision of the paper, with the names of the rule's hype
 * A neuron fires at the first grid step ``t ∈ {0 … t_max − 1}`` with ``v(t) ≥ θ`` (``threshold_test``
   ``">="``; ``">"`` optional), at that step. A neuron that never fires has the fake time ``t_max``.
 * Pooling: time = min over the window; winner = first index in the window with that time.
-* Input code: ``t = ⌊(1 − I/255)·t_max⌋``; black pixels get ``t_max`` (no spike).
+* Input code: ``t = ⌊(255 − I)·t_max/255⌋``; black pixels get ``t_max`` (no spike).
+* Binary weights: ``sign(0) = +1``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class ReferenceSTiDi:
 
     # ------------------------------------------------------------------ forward
     def encode(self, pixels):
-        return [int(math.floor((1.0 - p / 255.0) * self.t_max)) if p > 0 else self.t_max for p in pixels]
+        return [(255 - p) * self.t_max // 255 for p in pixels]
 
     def fwd_weight(self, L, w):
         return sign(w) if self.hp["binary"] else w
@@ -152,19 +153,21 @@ class ReferenceSTiDi:
 
     def output_targets(self, to, label):
         """§3.1.1 (target_rule "stidi") or S4NN Eq. 17 ("s4nn"); all-silent: label t_max − γ, others
-        t_max (S4NN Eq. 18), or no learning (all targets t_max)."""
+        t_max (S4NN Eq. 18; the same for both rules)."""
         tm, g = self.t_max, self.hp["gamma"]
         tmin, tmax_o = min(to), max(to)
         if tmin >= tm:
             T = [float(tm)] * len(to)
-            if self.hp["all_silent"] == "push_label":
-                T[label] = float(tm - g)
+            T[label] = float(tm - g)
             return T
         if self.hp["target_rule"] == "stidi":
-            T = [float(min(max(tmax_o + g, 0), tm))] * len(to)
-            T[label] = float(min(max(tmin - g, 0), tm))
+            T = [float(tmax_o + g)] * len(to)
+            T[label] = float(tmin - g)
+            if self.hp["target_clip"]:
+                T = [min(max(v, 0.0), float(tm)) for v in T]
         else:
-            T = [float(min(tmin + g, tm)) if t - tmin < g else float(t) for t in to]
+            tg = min(tmin + g, tm) if self.hp["target_clip"] else tmin + g
+            T = [float(tg) if t - tmin < g else float(t) for t in to]
             T[label] = float(tmin)
         return T
 

@@ -11,6 +11,7 @@ RULES: dict[str, str] = {
     "s4nn": "snnlearn.rules.s4nn:S4NN",
     "desire": "snnlearn.rules.desire:DesireBP",
     "tssl": "snnlearn.rules.tssl:TSSLBP",
+    "stidi": "snnlearn.rules.stidi:STiDi",
 }
 
 
