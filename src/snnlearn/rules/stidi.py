@@ -264,7 +264,7 @@ class STiDi(Rule):
         self._ip = ip
         self.gamma = float(h["gamma"])
         fcs = [L["nout"] for L in self.layers if L["kind"] == "fc"]
-        self._nmax = max(fcs)
+        self._nmax = max(fcs + [L["cout"] for L in self.layers if L["kind"] == "conv"])
         self._kmax = max([L["cin"] * L["k"] ** 2 for L in self.layers if L["kind"] == "conv"] + [1])
 
     def describe(self) -> str:

@@ -49,15 +49,27 @@ if HAVE_NUMBA and _CORE_NUMBA:
 
     @njit
     def _conv_forward(tin, Wf, alpha, aoff, na, cin, h, w, cout, k, theta, strict, tau1, tau2, t_max,
-                      tout, keys, taps):  # pragma: no cover - compiled
-        """Conv layer, valid padding, stride 1: first crossing of every neuron (Eqs. 1-2, 22)."""
+                      tout, keys, taps, Wt, R, F, V, fired):  # pragma: no cover - compiled
+        """Conv layer, valid padding, stride 1: first crossing of every neuron (Eqs. 1-2, 22).
+
+        Per position, the active inputs are sorted by time once and all maps walk the shared
+        breakpoints (input time, +τ1, +τ) together; between breakpoints every potential is
+        linear, so a map only steps through the one segment in which it reaches θ."""
         ho = h - k + 1
         wo = w - k + 1
         kk = k * k
+        nt = cin * kk
         tau = tau1 + tau2
+        for tap in range(nt):  # tap-major copy: the maps of one tap are contiguous
+            for d in range(cout):
+                Wt[tap, d] = Wf[d * nt + tap]
+        for d in range(cout):
+            V[d] = alpha[aoff + (d if na > 1 else 0)]  # V holds α until the walk starts
+        al = V[:cout].copy()
+        M = np.empty(cout)
+        E = np.empty(cout)
         for y in range(ho):
             for x in range(wo):
-                # the active inputs of this position, sorted by time (shared by all maps)
                 n = 0
                 for c in range(cin):
                     for a in range(k):
@@ -65,61 +77,78 @@ if HAVE_NUMBA and _CORE_NUMBA:
                         for b in range(k):
                             t = tin[base + b]
                             if t < t_max:
-                                keys[n] = t * (cin * kk) + c * kk + a * k + b
+                                key = t * nt + c * kk + a * k + b
+                                r = n  # insertion sort (n <= cin·k²)
+                                while r > 0 and keys[r - 1] > key:
+                                    keys[r] = keys[r - 1]
+                                    r -= 1
+                                keys[r] = key
                                 n += 1
                 for d in range(cout):
                     tout[d * ho * wo + y * wo + x] = t_max
                 if n == 0:
                     continue
-                srt = np.sort(keys[:n])
                 for r in range(n):
-                    taps[r] = srt[r] % (cin * kk)
-                    keys[r] = srt[r] // (cin * kk)  # times, sorted
+                    taps[r] = keys[r] % nt
+                    keys[r] = keys[r] // nt  # times, sorted
                 for d in range(cout):
-                    al = alpha[aoff + (d if na > 1 else 0)]
-                    wd = Wf[d * cin * kk:(d + 1) * cin * kk]
-                    p0 = 0
-                    p1 = 0
-                    p2 = 0
-                    R = 0.0
-                    F = 0.0
-                    v = 0.0
-                    tc = keys[0]
-                    fired = t_max
-                    while True:
-                        # apply the breakpoints at tc
-                        while p0 < n and keys[p0] == tc:
-                            R += wd[taps[p0]]
-                            p0 += 1
-                        while p1 < p0 and keys[p1] + tau1 == tc:
-                            R -= wd[taps[p1]]
-                            F += wd[taps[p1]]
-                            p1 += 1
-                        while p2 < p1 and keys[p2] + tau == tc:
-                            F -= wd[taps[p2]]
-                            p2 += 1
-                        nb = t_max - 1
-                        if p0 < n and keys[p0] < nb:
-                            nb = keys[p0]
-                        if p1 < p0 and keys[p1] + tau1 < nb:
-                            nb = keys[p1] + tau1
-                        if p2 < p1 and keys[p2] + tau < nb:
-                            nb = keys[p2] + tau
-                        if nb <= tc:
-                            break
-                        m = al * (R / tau1 - F / tau2)
-                        vend = v + m * (nb - tc)
-                        if (vend > theta) if strict else (vend >= theta):
+                    R[d] = 0.0
+                    F[d] = 0.0
+                    V[d] = 0.0
+                    fired[d] = 0
+                alive = cout
+                p0 = 0
+                p1 = 0
+                p2 = 0
+                tc = keys[0]
+                while alive > 0:
+                    # apply the breakpoints at tc
+                    while p0 < n and keys[p0] == tc:
+                        row = Wt[taps[p0]]
+                        for d in range(cout):
+                            R[d] += row[d]
+                        p0 += 1
+                    while p1 < p0 and keys[p1] + tau1 == tc:
+                        row = Wt[taps[p1]]
+                        for d in range(cout):
+                            R[d] -= row[d]
+                            F[d] += row[d]
+                        p1 += 1
+                    while p2 < p1 and keys[p2] + tau == tc:
+                        row = Wt[taps[p2]]
+                        for d in range(cout):
+                            F[d] -= row[d]
+                        p2 += 1
+                    nb = t_max - 1
+                    if p0 < n and keys[p0] < nb:
+                        nb = keys[p0]
+                    if p1 < p0 and keys[p1] + tau1 < nb:
+                        nb = keys[p1] + tau1
+                    if p2 < p1 and keys[p2] + tau < nb:
+                        nb = keys[p2] + tau
+                    if nb <= tc or p2 == n:  # end of the grid, or every input has expired
+                        break
+                    ln = nb - tc
+                    hit = False
+                    for d in range(cout):  # branch-free, vectorisable
+                        M[d] = al[d] * (R[d] / tau1 - F[d] / tau2)
+                        E[d] = V[d] + M[d] * ln
+                        hit |= (E[d] > theta) if strict else (E[d] >= theta)
+                    if hit:
+                        for d in range(cout):
+                            if fired[d] or not ((E[d] > theta) if strict else (E[d] >= theta)):
+                                continue
                             for t in range(tc + 1, nb + 1):
-                                vt = v + m * (t - tc)
+                                vt = V[d] + M[d] * (t - tc)
                                 if (vt > theta) if strict else (vt >= theta):
-                                    fired = t
+                                    tout[d * ho * wo + y * wo + x] = t
                                     break
-                            if fired < t_max:
-                                break
-                        v = vend
-                        tc = nb
-                    tout[d * ho * wo + y * wo + x] = fired
+                            fired[d] = 1
+                            E[d] = -np.inf  # a neuron fires once: keep it out of the test above
+                            alive -= 1
+                    for d in range(cout):
+                        V[d] = E[d]
+                    tc = nb
 
     @njit
     def _pool_forward(tin, c, h, w, k, tout, win, tin_base):  # pragma: no cover - compiled
@@ -179,17 +208,21 @@ if HAVE_NUMBA and _CORE_NUMBA:
             if t - tau >= 0 and used[t - tau]:
                 for j in range(nout):
                     F[j] -= A[t - tau, j]
-            for j in range(nout):
-                if tout[j] == t_max:
-                    V[j] += al * (R[j] / tau1 - F[j] / tau2)
-                    if (V[j] > theta) if strict else (V[j] >= theta):
+            hit = False
+            for j in range(nout):  # branch-free, vectorisable; fired neurons are ignored below
+                V[j] += al * (R[j] / tau1 - F[j] / tau2)
+                hit |= (V[j] > theta) if strict else (V[j] >= theta)
+            if hit:
+                for j in range(nout):
+                    if tout[j] == t_max and ((V[j] > theta) if strict else (V[j] >= theta)):
                         tout[j] = t + 1
+                        V[j] = -np.inf  # a neuron fires once: keep it out of the test above
                         alive -= 1
             if alive == 0:
                 break
 
     @njit
-    def forward_sample(x, lay, Wf, alpha, fp, ip, times, win, A, used, R, F, V, keys, taps):  # pragma: no cover
+    def forward_sample(x, lay, Wf, alpha, fp, ip, times, win, A, used, R, F, V, keys, taps, Wt, fired):  # pragma: no cover
         t_max = ip[_P_TMAX]
         tau1 = ip[_P_TAU1]
         tau2 = ip[_P_TAU2]
@@ -214,7 +247,8 @@ if HAVE_NUMBA and _CORE_NUMBA:
                 k = lay[l, _K_K]
                 cout = lay[l, _K_COUT]
                 _conv_forward(tin, Wf[woff:woff + cout * cin * k * k], alpha, lay[l, _K_AOFF], lay[l, _K_NA], cin,
-                              lay[l, _K_H], lay[l, _K_W], cout, k, theta, strict, tau1, tau2, t_max, tout, keys, taps)
+                              lay[l, _K_H], lay[l, _K_W], cout, k, theta, strict, tau1, tau2, t_max, tout, keys, taps,
+                              Wt, R, F, V, fired)
             else:
                 _fc_forward(tin, Wf[woff:woff + nin * nout], alpha[lay[l, _K_AOFF]], nin, nout, theta, strict,
                             tau1, tau2, t_max, tout, A, used, R, F, V)
@@ -344,35 +378,67 @@ if HAVE_NUMBA and _CORE_NUMBA:
                 Fl = Wf[woff:woff + nin * nout]
                 al = alpha[aoff]
                 ga = 0.0
-                # post neurons that are silent: the only partners of a silent presynaptic neuron
+                tau = tau1 + tau2
+                # lag tables over s = t_i − t_j in −t_max..t_max (index s + t_max): ε(s) (Eq. 2) and
+                # the indicators of the two cases of Eq. 13; they make the row loop branch-free
+                nt2 = 2 * t_max + 1
+                epsX = cvec[nout:nout + nt2]
+                riseX = cvec[nout + nt2:nout + 2 * nt2]
+                fallX = cvec[nout + 2 * nt2:nout + 3 * nt2]
+                for sl in range(nt2):
+                    lag = sl - t_max
+                    epsX[sl] = _eps(lag, tau1, tau2)
+                    riseX[sl] = 1.0 if 0 <= lag < tau1 else 0.0
+                    fallX[sl] = 1.0 if tau1 <= lag < tau else 0.0
+                aq = cvec[nout + 3 * nt2:2 * nout + 3 * nt2]
+                sil = cvec[2 * nout + 3 * nt2:3 * nout + 3 * nt2]
+                ns = 0
+                for i in range(nout):
+                    aq[i] = -lr * cq[i]
+                    if tpost[i] >= t_max:
+                        sil[ns] = i
+                        ns += 1
+                use_eff = binary and disp_eff
                 for j in range(nin):
                     tj = tpre[j]
-                    acc = 0.0
+                    row = Wl[j * nout:(j + 1) * nout]
+                    frow = Fl[j * nout:(j + 1) * nout]
+                    ar = 0.0  # Σ c_i w_ij over the rising lags, Eq. 13 first case
+                    af = 0.0  # and over the falling lags, second case
                     if tj >= t_max:
-                        if need_disp:
-                            for i in range(nout):
-                                if tpost[i] >= t_max and cq[i] != 0.0:
-                                    wv = al * Fl[j * nout + i] if (binary and disp_eff) else Wl[j * nout + i]
-                                    acc += cq[i] * (-wv / tau1)
-                            dd[j] = -beta * acc
+                        # a silent presynaptic neuron meets only silent postsynaptic ones (lag 0)
+                        if need_disp and ns > 0:
+                            for r in range(ns):
+                                i = int(sil[r])
+                                wv = al * frow[i] if use_eff else row[i]
+                                ar += cq[i] * wv
+                            dd[j] = -beta * (-ar / tau1 + af / tau2)
                         continue
-                    for i in range(nout):
-                        s = tpost[i] - tj
-                        if s < 0 or cq[i] == 0.0:
-                            continue
-                        q = j * nout + i
-                        if need_disp:
-                            wv = al * Fl[q] if (binary and disp_eff) else Wl[q]
-                            acc += cq[i] * _dv(wv, s, tau1, tau2)
-                        ep = _eps(s, tau1, tau2)
-                        if ep != 0.0:
-                            if binary:
-                                ga += cq[i] * Fl[q] * ep
-                            Wl[q] += -lr * cq[i] * ep
-                            if binary:
-                                Fl[q] = 1.0 if Wl[q] >= 0 else -1.0
+                    if not binary:
+                        for i in range(nout):
+                            x = tpost[i] - tj + t_max
+                            wv = row[i]
+                            cw = cq[i] * wv
+                            ar += cw * riseX[x]
+                            af += cw * fallX[x]
+                            row[i] = wv + aq[i] * epsX[x]  # Eq. 10 (ε = 0 for t_i < t_j: Eq. 6)
+                    else:
+                        for i in range(nout):
+                            s = tpost[i] - tj
+                            if s < 0:
+                                continue
+                            wv = al * frow[i] if use_eff else row[i]
+                            if s < tau1:
+                                ar += cq[i] * wv
+                            elif s < tau:
+                                af += cq[i] * wv
+                            ep = epsX[s + t_max]
+                            if ep != 0.0:
+                                ga += cq[i] * frow[i] * ep  # Eqs. 24-25, with the pre-update sign
+                                row[i] += aq[i] * ep  # Eq. 10 on the real weight
+                                frow[i] = 1.0 if row[i] >= 0 else -1.0
                     if need_disp:
-                        dd[j] = -beta * acc
+                        dd[j] = -beta * (-ar / tau1 + af / tau2)
                 if binary:
                     alpha[aoff] += -lra * ga
             else:  # conv: Eqs. 16-21 summed over the positions of each map
@@ -450,11 +516,13 @@ if HAVE_NUMBA and _CORE_NUMBA:
         V = np.empty(nmax, np.float64)
         keys = np.empty(kmax, np.int64)
         taps = np.empty(kmax, np.int64)
-        cvec = np.empty(out_times.shape[1], np.float64)
+        Wt = np.empty((kmax, nmax), np.float64)
+        fired = np.empty(nmax, np.int64)
+        cvec = np.empty(3 * out_times.shape[1] + 6 * t_max + 3, np.float64)
         dK = np.empty(W.shape[0] + alpha.shape[0] + 1024, np.float64)
         for b in range(x.shape[0]):
             times = out_times[b]
-            forward_sample(x[b], lay, Wf, alpha, fp, ip, times, out_win[b], A, used, R, F, V, keys, taps)
+            forward_sample(x[b], lay, Wf, alpha, fp, ip, times, out_win[b], A, used, R, F, V, keys, taps, Wt, fired)
             for q in range(n_in, times.shape[0]):
                 if times[q] < t_max:
                     fire_count[q - n_in] += 1
@@ -470,5 +538,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
         V = np.empty(nmax, np.float64)
         keys = np.empty(kmax, np.int64)
         taps = np.empty(kmax, np.int64)
+        Wt = np.empty((kmax, nmax), np.float64)
+        fired = np.empty(nmax, np.int64)
         for b in range(lo, hi):
-            forward_sample(x[b], lay, Wf, alpha, fp, ip, out_times[b], out_win[b], A, used, R, F, V, keys, taps)
+            forward_sample(x[b], lay, Wf, alpha, fp, ip, out_times[b], out_win[b], A, used, R, F, V, keys, taps, Wt, fired)
