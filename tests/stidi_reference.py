@@ -221,6 +221,8 @@ class ReferenceSTiDi:
             if li > 0:
                 d_below = [0.0] * len(tpre)
                 for i, j, wv in self.synapses(L):
+                    if tpre[j] >= tm and not self.hp["displace_silent"]:
+                        continue  # silent presynaptic neurons get no displacement
                     weff = (self.alpha_of(L, self.out_map(L, i)) * sign(wv)
                             if self.hp["binary"] and self.hp["binary_displacement"] == "effective" else wv)
                     s = tpost[i] - tpre[j]

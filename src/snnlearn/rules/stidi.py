@@ -29,7 +29,9 @@ Learning, one sample at a time (§3), top-down, every target from the pre-update
 4. Displacement of the layer below (Eqs. 11-14): ``Δt_j = −β Σ_i (ê_i/t_max)(t_i/θ) dv_ij`` over
    ``t_j ≤ t_i``, with ``dv_ij = −w_ij/τ1`` if ``t_j ≤ t_i < t_j + τ1``, ``+w_ij/τ2`` if
    ``t_j + τ1 ≤ t_i < t_j + τ`` (Eq. 13), computed from the layer's weights before its update;
-   target ``T_j = t_j + Δt_j`` clipped to ``[0, t_max]`` (``target_clip``).
+   target ``T_j = t_j + Δt_j`` clipped to ``[0, t_max]`` (``target_clip``). A silent neuron j
+   (fake time ``t_max``) is displaced by the silent neurons above it (lag 0 of Eq. 13) when
+   ``displace_silent`` is true, and gets no target otherwise.
 5. Pooling: a pool neuron's displacement goes to the earliest conv neuron of its window (ties: the
    first index; ``pool_routing="winner"``) or to every conv neuron of the window that spiked
    (``"all_spiking"``). Conv neurons without a target have zero error.
@@ -106,6 +108,7 @@ class STiDi(Rule):
             "alpha_init": [[0.0, 2.0], [0.0, 3.0], [0.0, 2.0]],  # Table 6
             "lr_alpha": [0.0001, 0.001, 0.0001],  # μ, Table 6
             "binary_displacement": "effective",
+            "displace_silent": True,  # Eq. 14 for silent presynaptic neurons too (fake spike at t_max)
             "dead_neuron_fraction": 0.0,
             "dead_neuron_layers": "none",  # "none" | "hidden" | "all"
             "dtype": "float64",
@@ -261,6 +264,7 @@ class STiDi(Rule):
         ip[K._P_EQ15] = int(h["conv_loss"] == "eq15")
         ip[K._P_BINARY] = int(self.binary)
         ip[K._P_DISP_EFF] = int(h["binary_displacement"] == "effective")
+        ip[K._P_DISP_SILENT] = int(bool(h["displace_silent"]))
         self._ip = ip
         self.gamma = float(h["gamma"])
         fcs = [L["nout"] for L in self.layers if L["kind"] == "fc"]
@@ -516,6 +520,8 @@ class STiDi(Rule):
                     contrib = -self.beta[li] * self._dv(wdisp.reshape(cout, -1, 1), S) * cc
                     disp[l] = Fnn.fold(contrib.sum(0).unsqueeze(0), (L["h"], L["w"]), k).reshape(-1)
             if need_disp:
+                if not h["displace_silent"]:
+                    disp[l] = torch.where(tpre < tm, disp[l], torch.zeros_like(disp[l]))
                 put("disp", l, disp[l])
                 if self.layers[l - 1]["kind"] != "pool":
                     tg = tpre.to(torch.float64) + disp[l]

@@ -40,8 +40,8 @@ N_LAY_COLS = 14
 CONV, POOL, FC = 0, 1, 2
 # ip (integer parameters)
 (_P_TMAX, _P_TAU1, _P_TAU2, _P_STRICT, _P_NORM, _P_TRULE, _P_CLAMP, _P_ROUTE, _P_EQ15, _P_BINARY,
- _P_DISP_EFF) = range(11)
-N_IP = 11
+ _P_DISP_EFF, _P_DISP_SILENT) = range(12)
+N_IP = 12
 # fp columns per learnable layer
 _F_THETA, _F_LR, _F_BETA, _F_LRA = range(4)
 
@@ -288,6 +288,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
         clip = ip[_P_CLAMP] != 0
         binary = ip[_P_BINARY] != 0
         disp_eff = ip[_P_DISP_EFF] != 0
+        disp_silent = ip[_P_DISP_SILENT] != 0
         nl = lay.shape[0]
         # ---- output targets (§3.1.1) and error (Eq. 4)
         ob = lay[nl - 1, _K_TOUT]
@@ -407,7 +408,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                     af = 0.0  # and over the falling lags, second case
                     if tj >= t_max:
                         # a silent presynaptic neuron meets only silent postsynaptic ones (lag 0)
-                        if need_disp and ns > 0:
+                        if need_disp and ns > 0 and disp_silent:
                             for r in range(ns):
                                 i = int(sil[r])
                                 wv = al * frow[i] if use_eff else row[i]
@@ -476,7 +477,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                                         if s < 0:
                                             continue
                                         q = d * cin * kk + n * kk + a * k + b
-                                        if need_disp:
+                                        if need_disp and (disp_silent or tpre[j] < t_max):
                                             wv = al * Fl[q] if (binary and disp_eff) else Wl[q]
                                             dd[j] += -beta * ci * _dv(wv, s, tau1, tau2)
                                         ep = _eps(s, tau1, tau2)
