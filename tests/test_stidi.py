@@ -234,3 +234,47 @@ def test_state_round_trip(binary):
 
 def test_registered():
     assert get_rule("stidi") is STiDi
+
+
+def test_recipes_validate():
+    from snnlearn.train import load_recipe, validate_recipe
+
+    for name in ("stidi-mnist-rcsnn", "stidi-fmnist-rcsnn", "stidi-mnist-bcsnn", "stidi-fmnist-bcsnn"):
+        cfg = load_recipe(name)
+        validate_recipe(cfg)
+        assert cfg["rule"] == "stidi" and cfg["variant"] in STiDi.variants
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    """One short CLI run of the R-CSNN recipe, with a small conv/hidden layer (end-to-end)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from datasets_available import mnist_available
+
+    cli = pytest.importorskip("snnlearn.cli")
+    if not mnist_available():
+        pytest.skip("MNIST not found (set SNNLEARN_DATA)")
+    out = tmp_path_factory.mktemp("stidi") / "run"
+    rc = cli.main(["train", "stidi-mnist-rcsnn", "--limit-train", "300", "--limit-test", "100",
+                   "--set", "val_size=100", "--set", "arch=28x28-8C5-P2-100-10", "--out", str(out), "--no-progress"])
+    assert rc in (0, None)
+    return out
+
+
+@pytest.mark.slow
+def test_analyses_write_figures_and_tables(mnist_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    import json
+
+    from snnlearn.analyses import get_analysis
+
+    summary = json.loads((mnist_run / "summary.json").read_text())
+    assert "test_accuracy" in summary
+    for name in ("stidi-output-times", "stidi-spikes", "stidi-potentials", "stidi-confusion"):
+        paths = get_analysis(name)(mnist_run, tmp_path / name, {"limit": 60})
+        assert any(p.suffix == ".png" for p in paths) and any(p.suffix == ".csv" for p in paths)
+        assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+    rows = (tmp_path / "stidi-confusion" / "stidi_confusion.csv").read_text().splitlines()
+    assert len(rows) == 11 and rows[0].startswith("true,")
+    with pytest.raises(ValueError, match="run directory"):
+        get_analysis("stidi-spikes")(None, tmp_path, {})
