@@ -39,24 +39,23 @@ def _load(run_dir: Path | None, options: dict[str, Any], name: str):
     return config, rule
 
 
-def _decisions(rule, inputs: torch.Tensor, bs: int):
-    """Output times (B, C), decisions' strict winner (−1: tie or silent), per-layer spike counts."""
-    outs, winners, spikes = [], [], []
+def _decisions(rule, inputs: torch.Tensor, labels: torch.Tensor, bs: int):
+    """Output times (B, C), the strict prediction (``n_classes``: tie or silent, as the metrics
+    score it), per-layer spike counts up to the decision and their names."""
+    from ..metrics import score_decision
+
+    outs, preds, spikes = [], [], []
     keys: list[str] = []
     with torch.no_grad():
         for lo in range(0, len(inputs), bs):
             x = rule.encode(inputs[lo:lo + bs].to(rule.device))
             times = rule.forward_times(x)
             d = rule.predict(x)
-            to = times[-1].cpu()
-            top = d.scores.max(1).values
-            alone = (d.scores == top.unsqueeze(1)).sum(1) == 1
-            w = torch.where(alone & ~d.silent, d.scores.argmax(1), torch.full_like(top, -1, dtype=torch.int64))
-            outs.append(to)
-            winners.append(w.cpu())
+            outs.append(times[-1].cpu())
+            preds.append(score_decision(d, labels[lo:lo + bs]).strict_pred.cpu())
             keys = sorted(k for k in d.stats if k.startswith("spikes/"))
             spikes.append(torch.stack([d.stats[k].cpu() for k in keys], 1))
-    return torch.cat(outs), torch.cat(winners), torch.cat(spikes), keys
+    return torch.cat(outs), torch.cat(preds), torch.cat(spikes), keys
 
 
 def _heatmap(plt, mat, xlabels, ylabels, title, cbar, path, fmt="{:.0f}"):
@@ -79,7 +78,7 @@ def _heatmap(plt, mat, xlabels, ylabels, title, cbar, path, fmt="{:.0f}"):
 def output_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "stidi-output-times")
     ds = _data(config, options)
-    to, _, _, _ = _decisions(rule, ds.inputs, int(options.get("batch_size", 500)))
+    to, _, _, _ = _decisions(rule, ds.inputs, ds.labels, int(options.get("batch_size", 500)))
     classes = list(ds.classes)
     C = len(classes)
     mean = torch.zeros(C, C, dtype=torch.float64)
@@ -100,7 +99,7 @@ def output_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
 def spikes(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "stidi-spikes")
     ds = _data(config, options)
-    _, _, sp, keys = _decisions(rule, ds.inputs, int(options.get("batch_size", 500)))
+    _, _, sp, keys = _decisions(rule, ds.inputs, ds.labels, int(options.get("batch_size", 500)))
     classes = list(ds.classes)
     rows = []
     for c in range(len(classes)):
@@ -168,15 +167,14 @@ def potentials(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> 
 def confusion(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "stidi-confusion")
     ds = _data(config, options)
-    _, win, _, _ = _decisions(rule, ds.inputs, int(options.get("batch_size", 500)))
+    _, win, _, _ = _decisions(rule, ds.inputs, ds.labels, int(options.get("batch_size", 500)))
     classes = list(ds.classes)
     C = len(classes)
     M = torch.zeros(C, C + 1, dtype=torch.float64)
     for c in range(C):
         sel = win[ds.labels == c]
-        for k in range(C):
+        for k in range(C + 1):  # column C: no decision (tie or all silent)
             M[c, k] = float((sel == k).sum())
-        M[c, C] = float((sel < 0).sum())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plt = pyplot()

@@ -425,8 +425,16 @@ class STiDi(Rule):
                       self.t_max, self._kmax)
         self.n_seen += B
         self._last = {"times": times, "T": T, "e": e, "disp": disp}
-        m = st.mean(0)
-        return {"loss": float(m[0]), "correct": float(m[1]), "silent": float(m[2])}
+        ob = int(self.tbase[-2])
+        return self._train_stats(torch.from_numpy(times[:, ob:]), y, float(st[:, 0].mean()))
+
+    def _train_stats(self, t_out: Tensor, y: Tensor, loss: float) -> dict[str, float]:
+        """Training statistics of the samples just learnt (strict decision of the shared core)."""
+        from ..metrics import score_decision
+
+        d = ss.first_spike_decision(t_out, self.t_max, torch.zeros(t_out.shape[0], 2))  # counts unused here
+        o = score_decision(d, y.to(t_out.device))
+        return {"loss": loss, "correct": float(o.strict_correct.double().mean()), "silent": float(o.silent.double().mean())}
 
     def _learn_torch(self, x: Tensor, y: Tensor) -> dict[str, float]:
         n = int(self.tbase[-1])
@@ -443,8 +451,7 @@ class STiDi(Rule):
             self.fire_count += torch.cat(ts[1:]) < self.t_max
         self.n_seen += B
         self._last = {"times": times_all.cpu().numpy(), **{k: v.cpu().numpy() for k, v in rec.items()}}
-        m = st.mean(0)
-        return {"loss": float(m[0]), "correct": float(m[1]), "silent": float(m[2])}
+        return self._train_stats(times_all[:, int(self.tbase[-2]):], y, float(st[:, 0].mean()))
 
     def _backward_torch(self, ts: list[Tensor], wins: list, label: int, rec: dict[str, Tensor], b: int) -> list[float]:
         """Steps 1-7 of the module docstring for one sample (vectorised, float64)."""
@@ -457,9 +464,7 @@ class STiDi(Rule):
         T = ss.relative_targets(to.view(1, -1), torch.tensor([label], device=self.device), tm,
                                 rule=h["target_rule"], margin=self.gamma, clamp=clip)[0]
         raw = (T - to.to(torch.float64)) / tm
-        tau = int(to.min())
-        correct = float(tau < tm and int(to[label]) == tau and int((to == tau).sum()) == 1)
-        stats = [float(0.5 * (raw * raw).sum()), correct, float(tau >= tm)]
+        stats = [float(0.5 * (raw * raw).sum()), 0.0, 0.0]
         e = [None] * (nl + 1)
         disp = [None] * (nl + 1)
         e[nl] = ss.normalise(raw.view(1, -1), norm)[0]

@@ -316,20 +316,13 @@ if HAVE_NUMBA and _CORE_NUMBA:
         C = lay[nl - 1, _K_NOUT]
         to = times[ob:ob + C]
         Tq = T[ob:ob + C]
-        tau_min = nb_relative_targets(to, label, t_max, gamma, ip[_P_TRULE], ip[_P_CLAMP] != 0, Tq)
+        nb_relative_targets(to, label, t_max, gamma, ip[_P_TRULE], ip[_P_CLAMP] != 0, Tq)
         eq = e[ob:ob + C]
         loss = 0.0
         for j in range(C):
             eq[j] = (Tq[j] - to[j]) / t_max
             loss += 0.5 * eq[j] * eq[j]
-        correct = 1.0 if tau_min < t_max and to[label] == tau_min else 0.0
-        if correct > 0:
-            for j in range(C):
-                if j != label and to[j] == tau_min:
-                    correct = 0.0
         stats[0] = loss
-        stats[1] = correct
-        stats[2] = 1.0 if tau_min >= t_max else 0.0
         nb_normalise(eq, norm)
         for l in range(nl - 1, -1, -1):
             kind = lay[l, _K_KIND]
@@ -520,20 +513,19 @@ if HAVE_NUMBA and _CORE_NUMBA:
                 nb_normalise(eb, norm)
 
     @njit
+    def _scratch(nmax, tmaxc, kmax):  # pragma: no cover - compiled
+        """Work buffers of :func:`forward_sample`."""
+        return (np.empty((tmaxc, nmax), np.float64), np.zeros(tmaxc, np.int64), np.empty(nmax, np.float64),
+                np.empty(nmax, np.float64), np.empty(nmax, np.float64), np.empty(kmax, np.int64),
+                np.empty(kmax, np.int64), np.empty((kmax, nmax), np.float64), np.empty(nmax, np.int64))
+
+    @njit
     def learn_batch(x, y, lay, W, Wf, alpha, fp, ip, gamma, fire_count, n_in, out_times, out_win, out_T, out_e,
                     out_disp, out_stats, nmax, tmaxc, kmax):  # pragma: no cover - compiled
         """Per-sample training over the rows of ``x`` (each sample updates the weights before the
         next one is seen, exactly as B calls with one sample each)."""
         t_max = ip[_P_TMAX]
-        A = np.empty((tmaxc, nmax), np.float64)
-        used = np.zeros(tmaxc, np.int64)
-        R = np.empty(nmax, np.float64)
-        F = np.empty(nmax, np.float64)
-        V = np.empty(nmax, np.float64)
-        keys = np.empty(kmax, np.int64)
-        taps = np.empty(kmax, np.int64)
-        Wt = np.empty((kmax, nmax), np.float64)
-        fired = np.empty(nmax, np.int64)
+        A, used, R, F, V, keys, taps, Wt, fired = _scratch(nmax, tmaxc, kmax)
         cvec = np.empty(3 * out_times.shape[1] + 6 * t_max + 3, np.float64)
         dK = np.empty(W.shape[0] + alpha.shape[0] + 1024, np.float64)
         for b in range(x.shape[0]):
@@ -547,14 +539,6 @@ if HAVE_NUMBA and _CORE_NUMBA:
 
     @njit
     def predict_range(x, lo, hi, lay, Wf, alpha, fp, ip, out_times, out_win, nmax, tmaxc, kmax):  # pragma: no cover
-        A = np.empty((tmaxc, nmax), np.float64)
-        used = np.zeros(tmaxc, np.int64)
-        R = np.empty(nmax, np.float64)
-        F = np.empty(nmax, np.float64)
-        V = np.empty(nmax, np.float64)
-        keys = np.empty(kmax, np.int64)
-        taps = np.empty(kmax, np.int64)
-        Wt = np.empty((kmax, nmax), np.float64)
-        fired = np.empty(nmax, np.int64)
+        A, used, R, F, V, keys, taps, Wt, fired = _scratch(nmax, tmaxc, kmax)
         for b in range(lo, hi):
             forward_sample(x[b], lay, Wf, alpha, fp, ip, out_times[b], out_win[b], A, used, R, F, V, keys, taps, Wt, fired)
