@@ -102,7 +102,7 @@ def main() -> None:
     lines = [
         "# STiDi-BP speed (benchmarks/bench_stidi.py)",
         "",
-        f"Recipe `{args.recipe}` ({cfg['arch']}, variant `{cfg.get('variant')}`, dtype {cfg.get('dtype', 'float64')}), "
+        f"Recipe `{args.recipe}` ({cfg['arch']}, variant `{cfg.get('variant')}`, dtype {str(rule.dtype).replace('torch.', '')}), "
         f"MNIST; timed after {args.warmup} training samples; {args.threads} thread(s); machine: "
         f"{os.cpu_count()} CPUs, float32 GEMM peak {peak / 1e9:.1f} GFLOP/s, copy bandwidth {bw / 1e9:.1f} GB/s "
         f"(measured in this run; the machine is shared, so absolute numbers vary with its load).",
