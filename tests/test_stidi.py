@@ -167,18 +167,35 @@ def test_learn_batch_is_per_sample(net):
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
-def test_numba_kernel_runs():
-    """On the CPU with numba the compiled kernel is what runs (not the torch fallback)."""
+def test_numba_kernel_runs(monkeypatch):
+    """On the CPU with numba the compiled kernels do the work: with the torch path disabled,
+    learning and prediction still run and reproduce the torch path's results."""
     from snnlearn.rules import stidi_kernels as K
 
     rule = make("cpff", "auto")
-    assert rule.backend == "numba"
-    calls = K.learn_batch.stats.cache_hits + K.learn_batch.stats.cache_misses
-    x, y = random_inputs(2, int(rule.tbase[1]), rule.n_classes)
+    twin = make("cpff", "torch")
+    assert rule.backend == "numba" and "(numba)" in rule.describe()
+    x, y = random_inputs(4, int(rule.tbase[1]), rule.n_classes)
+    twin.learn(x, y)
+    calls = []
+    real = K.learn_batch
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(K, "learn_batch", spy)
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the torch path ran")
+
+    monkeypatch.setattr(STiDi, "_learn_torch", broken)
+    monkeypatch.setattr(STiDi, "_torch_forward", broken)
     rule.learn(x, y)
-    assert len(K.learn_batch.signatures) >= 1
-    assert K.learn_batch.stats.cache_hits + K.learn_batch.stats.cache_misses >= calls
-    assert "(numba)" in rule.describe()
+    rule.predict(x)
+    assert calls == [1]
+    for a, b in zip(rule.W, twin.W):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=RTOL, atol=ATOL)
 
 
 def test_decision_strict_ties_and_silence():
