@@ -32,8 +32,9 @@ from snnlearn.data import mnist as mnist_mod
 from snnlearn.data.download import ChecksumError, download_url
 from snnlearn.data.nmnist import decode_events
 
-SHARED = Path(os.environ.get("SNNLEARN_TEST_SHARED_DATA", "/work/shared/data"))
-FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+# The offline copies of the datasets: the first folder of $SNNLEARN_DATA (tests on them skip without it).
+SHARED = Path(next((p for p in os.environ.get("SNNLEARN_DATA", "").split(os.pathsep) if p.strip()), "") or "/nonexistent")
+FMNIST_SYSTEM = Path(mnist_mod.FMNIST.system_paths[0])  # Debian's dataset-fashion-mnist, where installed
 
 
 @pytest.fixture
@@ -299,9 +300,9 @@ def test_nmnist_decode_and_bin(env):
     # (x, y, polarity, t_us)
     events = [
         (0, 0, 0, 0), (0, 0, 0, 2999), (33, 5, 1, 3000), (2, 3, 1, 5999),
-        (7, 8, 0, 8_388_607),  # max 23-bit timestamp, dropped (beyond n_frames)
-        (1, 1, 1, 9000),  # frame 3 >= n_frames=3 -> dropped
         (4, 6, 1, 8999),  # frame 2
+        (1, 1, 1, 9000),  # frame 3 >= n_frames=3 -> dropped
+        (7, 8, 0, 8_388_607),  # max 23-bit timestamp, dropped (beyond n_frames)
     ]
     x, y, p, t = (np.array(c) for c in zip(*events))
     raw = encode_events(x, y, p, t)
@@ -311,7 +312,7 @@ def test_nmnist_decode_and_bin(env):
 
     root = env / "nm"
     for split_dir, label, stem, payload in [
-        ("Train", 3, "00002", raw), ("Train", 1, "00001", encode_events([5], [6], [1], [10])), ("Test", 0, "00001", raw),
+        ("Train", 3, "00002", raw), ("Train", 1, "00001", encode_events([5, 0], [6, 0], [1, 0], [10, 299_000])), ("Test", 0, "00001", raw),
     ]:
         d = root / "nmnist" / split_dir / str(label)
         d.mkdir(parents=True, exist_ok=True)
@@ -352,6 +353,31 @@ def test_nmnist_corrupt(env):
     (d / "00001.bin").write_bytes(encode_events([40], [0], [0], [0]))
     with pytest.raises(DatasetCorruptError, match="34x34"):
         load_dataset("nmnist", "test", root=env)
+
+
+def test_nmnist_file_cut_at_an_event_boundary_is_detected(env):
+    """No header, so a cut at a multiple of 5 bytes decodes; the recording's end gives it away."""
+    t = np.linspace(0, 300_000, 400).astype(np.int64)
+    whole = encode_events(np.arange(400) % 34, np.arange(400) % 7, np.arange(400) % 2, t)
+    d = env / "nmnist" / "Test" / "4"
+    d.mkdir(parents=True)
+    (d / "00001.bin").write_bytes(whole)
+    assert len(load_dataset("nmnist", "test", root=env, n_frames=2)) == 1
+    (d / "00001.bin").write_bytes(whole[: 5 * 200])  # half the events, at an event boundary
+    with pytest.raises(DatasetCorruptError, match="truncated") as ei:
+        load_dataset("nmnist", "test", root=env, n_frames=2)
+    assert "00001.bin" in str(ei.value) and "verify=False" in str(ei.value)
+    assert len(load_dataset("nmnist", "test", root=env, n_frames=2, verify=False)) == 1
+    (d / "00001.bin").write_bytes(whole[5:] + whole[:5])  # events out of order
+    with pytest.raises(DatasetCorruptError, match="backwards"):
+        load_dataset("nmnist", "test", root=env, n_frames=2)
+
+
+def test_nonexistent_root_is_an_error_not_a_fallback(env, monkeypatch):
+    write_idx(env / "mnist", "test", *tiny_mnist(), gz=True)
+    monkeypatch.setenv("SNNLEARN_DATA", str(env))  # the data would be found here...
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        load_dataset("mnist", "test", root=env / "typo", verify=False)  # ...but the explicit root is wrong
 
 
 # --------------------------------------------------------------------------- image folders / CIFAR-10
@@ -402,7 +428,7 @@ def make_cifar_folder(base: Path, split: str, per_class: int = 2, seed: int = 0)
 
 
 @pytest.mark.parametrize("as_tar", [False, True])
-def test_cifar_image_folder_and_cache(env, as_tar):
+def test_cifar_image_folder_and_cache(env, as_tar, monkeypatch):
     root = env / "data" / "cifar10"
     x, y = make_cifar_folder(root / "cifar10-jpeg", "test")
     if as_tar:
@@ -411,6 +437,13 @@ def test_cifar_image_folder_and_cache(env, as_tar):
         import shutil
 
         shutil.rmtree(root / "cifar10-jpeg")
+        # not the bytes of the known archive of that name: its sha256 is checked
+        with pytest.raises(DatasetCorruptError, match="sha256.*verify=False"):
+            load_dataset("cifar10", "test", root=env / "data")
+        assert len(load_dataset("cifar10", "test", root=env / "data", verify=False, cache=False)) == 20
+        digest = hashlib.sha256((root / "cifar10-jpeg.tar.gz").read_bytes()).hexdigest()
+        monkeypatch.setitem(cifar_mod.JPEG_TAR_SHA256, "cifar10-jpeg.tar.gz", digest)
+        monkeypatch.setattr(data_base, "_WARNED", set())
     with pytest.warns(UserWarning, match="lossy"):
         ds = load_dataset("cifar10", "test", root=env / "data")
     assert ds.inputs.shape == (20, 3, 32, 32) and ds.inputs.dtype == torch.uint8

@@ -249,7 +249,7 @@ def test_cli_errors_are_messages_not_tracebacks(toy, argv, message, capsys):
     argv = [a.replace("{toy}", str(toy)) for a in argv]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and message in err and "Traceback" not in err
+    assert err.startswith("snnlearn: error:") and message in err and "Traceback" not in err
 
 
 def test_cli_rejects_bad_numbers(capsys):

@@ -3,13 +3,23 @@
 
 Tokens, separated by ``-``:
 
-* ``N`` (integer): a fully connected layer of N neurons, or, as the first token, a flat input size;
+* ``N`` (integer): a fully connected layer of N neurons, or, as the first token, a flat input size
+  (see below);
 * ``HxW`` / ``CxHxW`` as the first token: the input shape;
 * ``<out>C<k>`` with optional ``p<pad>`` / ``s<stride>``: a convolution, e.g. ``32C5p2``;
 * ``P<k>`` (max/sum pooling, kernel = stride = k) or ``A<k>`` (average pooling);
 * ``D<p>`` dropout with probability p, e.g. ``D0.2``.
 
 The input token is optional: when the string starts with a layer, the dataset's shape is used.
+A leading integer is read without ambiguity, given the data's input size n (784 on MNIST):
+
+* equal to n: the input (``784-400-10`` is 784 inputs, 400 hidden, 10 outputs; ``784-10`` is one
+  layer);
+* smaller than n: the first layer (``400-400-10`` is two hidden layers of 400 on MNIST);
+* larger than n: an error, since it is most likely a mistyped input size (``785-10`` on MNIST). A
+  first layer wider than the input follows an explicit input: ``784-1000-10`` or ``28x28-1000-10``.
+
+A single integer (``10``) is always a layer.
 """
 
 from __future__ import annotations
@@ -70,6 +80,14 @@ def parse_arch(text: str, input_shape: tuple[int, ...] | None = None) -> Archite
     elif first.isdigit() and len(tokens) > 1 and (input_shape is None or int(first) == math.prod(input_shape)):
         shape = (int(first),)
         tokens = tokens[1:]
+    elif first.isdigit() and len(tokens) > 1 and int(first) > math.prod(input_shape):
+        n_in = math.prod(input_shape)
+        raise ArchitectureError(
+            f"architecture {text!r}: the leading {first} is not the data's input size {n_in} (shape "
+            f"{tuple(input_shape)}), and a first layer wider than the input must follow an explicit input: "
+            f"write '{n_in}-{text}' for a first layer of {first}, or '{n_in}-{'-'.join(tokens[1:])}' if {first} "
+            f"was meant as the input size"
+        )
     elif input_shape is not None:
         shape = tuple(input_shape)
     else:

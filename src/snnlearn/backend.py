@@ -32,6 +32,15 @@ API
     Copying or pickling a runner gives a fresh one without threads. ``fn`` must release the GIL
     (a ``nogil`` kernel) to gain anything, and chunks must not write the same memory.
 
+``CloneIndependentCacheLocator``
+    For numba's on-disk cache under ``$NUMBA_CACHE_DIR`` shared by several clones (CI runs a fresh
+    clone each time): numba files the compiled kernels of a module under a hash of the module's
+    absolute directory, so a clone at another path would compile again. This locator files them
+    under the module's path inside the ``snnlearn`` package instead (``snnlearn_rules``); entries
+    are still keyed by a hash of the source file's content (numba ≥ 0.59), so changed code is
+    recompiled. Enable it with ``NUMBA_CACHE_LOCATOR_CLASSES=snnlearn.backend.CloneIndependentCacheLocator``
+    (``.ci/run`` does); ``None`` without numba.
+
 Example (inside a rule)::
 
     from ..backend import ChunkRunner, chunk_plan, choose_backend
@@ -46,6 +55,7 @@ Example (inside a rule)::
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import weakref
 from typing import Any, Callable
@@ -63,6 +73,26 @@ except Exception:  # pragma: no cover - depends on the environment
     njit = None
 
 BACKENDS = ("auto", "numba", "torch")
+
+CloneIndependentCacheLocator: Any = None
+if HAVE_NUMBA:
+    try:
+        from numba.core.caching import UserProvidedCacheLocator as _UserLocator
+    except ImportError:  # pragma: no cover - older numba: the default (path-keyed) locators apply
+        _UserLocator = None
+    if _UserLocator is not None:
+
+        class CloneIndependentCacheLocator(_UserLocator):  # type: ignore[no-redef]
+            """numba cache locator keyed by the module's path inside the snnlearn package (see the
+            module docstring); other modules are filed as numba files them."""
+
+            @classmethod
+            def get_suitable_cache_subpath(cls, py_file: str) -> str:
+                parts = os.path.abspath(py_file).split(os.sep)[:-1]
+                if "snnlearn" in parts:
+                    top = len(parts) - 1 - parts[::-1].index("snnlearn")
+                    return "_".join(parts[top:])
+                return super().get_suitable_cache_subpath(py_file)
 
 
 def choose_backend(requested: str, device: str | torch.device, rule_name: str) -> str:

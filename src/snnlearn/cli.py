@@ -1,18 +1,24 @@
-"""Command line: ``snnlearn recipes | train | eval | analyze``.
+"""Command line: ``snnlearn recipes | train | eval | report | analyze``.
 
-Bad input (an unknown recipe, a malformed ``--set``, missing data, a corrupt checkpoint) ends with a
-one-line ``error: ...`` message and exit status 2, never a traceback.
+Bad input (an unknown recipe, a malformed ``--set`` or file, missing data, a corrupt checkpoint, an
+unavailable device, a full disk) ends with a one-line ``snnlearn: error: ...`` message and exit
+status 2, never a traceback. Real bugs keep their tracebacks: only the user-error types are caught.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import errno
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
+from .errors import UserError
+
+#: OS errors that come from the user's files and disks, not from bugs.
+USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+               errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EFBIG, errno.ENOTEMPTY, errno.ELOOP}
 
 
 def _seed_list(text: str) -> list[int]:
@@ -22,6 +28,9 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds expects a comma-separated list of integers, got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds is empty")
+    dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dupes:
+        raise argparse.ArgumentTypeError(f"seed(s) {dupes} listed more than once in {text!r}")
     return seeds
 
 
@@ -55,13 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--threads", type=_positive, help="CPU threads (torch and numba); default: leave as is")
 
     e = sub.add_parser("eval", help="evaluate a trained run on its test set")
     e.add_argument("run_dir")
-    e.add_argument("--which", choices=["last", "best"], default="best", help="checkpoint (default: best on validation)")
+    e.add_argument("--which", choices=["last", "best"],
+                   help="checkpoint (default: best on validation, or last for a run without a validation split)")
     e.add_argument("--device", default="auto")
     e.add_argument("--data-dir")
     e.add_argument("--limit-test", type=_positive)
+    e.add_argument("--threads", type=_positive)
 
     r = sub.add_parser("report", help="print finished runs as a markdown table (for docs/results.md)")
     r.add_argument("run_dirs", nargs="+")
@@ -103,6 +115,10 @@ def cmd_train(args) -> int:
             raise ValueError("give --seed or --seeds, not both")
         overrides["seed"] = args.seed
     config = load_recipe(args.recipe, overrides)
+    if args.threads:
+        from .runtime import configure_threads
+
+        configure_threads(args.threads)
     out = Path(args.out) if args.out else Path("runs") / f"{config['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = run_recipe(
         config,
@@ -129,7 +145,8 @@ def _print_summary(s: dict) -> None:
         return f"{100 * v:.2f} %" + (f" ± {100 * std:.2f}" if std is not None else "")
 
     print(f"{s['recipe']} ({s['rule']}, {s['variant']}), {s['epochs']} epoch(s)")
-    print(f"  test accuracy (strict):             {pct('test_accuracy')}")
+    paper = f"   (paper: {s['paper_result']})" if s.get("paper_result") else ""
+    print(f"  test accuracy (strict):             {pct('test_accuracy')}{paper}")
     print(f"  test accuracy (reference-compatible): {pct('test_accuracy_reference')}")
     print(f"  tie rate {pct('tie_rate')}, silent rate {pct('silent_rate')}")
     if s.get("best_val_accuracy") is not None:
@@ -137,59 +154,110 @@ def _print_summary(s: dict) -> None:
         print(f"  best validation accuracy:           {pct('best_val_accuracy')}{extra}")
     if s.get("test_at_best_val"):
         print(f"  test accuracy at best validation:   {100 * s['test_at_best_val']['accuracy']:.2f} %")
-    if s.get("paper_result"):
-        print(f"  paper: {s['paper_result']}")
     print(f"  {s['train_samples_per_second']:.0f} train samples/s, {s['eval_samples_per_second']:.0f} eval samples/s, {s['wall_seconds']:.1f} s")
 
 
 def cmd_eval(args) -> int:
-    from .train import evaluate, load_run, prepare_data
+    from .train import evaluate, load_run, load_run_config, prepare_data, write_json_atomic
 
-    config, rule = load_run(args.run_dir, which=args.which, device=args.device)
+    which = args.which
+    if which is None:  # best on validation; a run without a validation split has only "last"
+        which = "best" if int(load_run_config(args.run_dir).get("val_size", 0)) > 0 else "last"
+    if args.threads:
+        from .runtime import configure_threads
+
+        configure_threads(args.threads)
+    config, rule = load_run(args.run_dir, which=which, device=args.device)
     _, _, test = prepare_data(config, args.data_dir, limit_train=1, limit_test=args.limit_test)
+    if tuple(test.input_shape) != tuple(rule.input_shape) or len(test.classes) != rule.n_classes:
+        raise UserError(f"the test data has samples of shape {tuple(test.input_shape)} and {len(test.classes)} classes, "
+                        f"but the run was trained on {tuple(rule.input_shape)} and {rule.n_classes} classes")
     result = evaluate(rule, test, int(config.get("eval_batch_size", 1000)), progress=sys.stderr.isatty())
-    result.update(recipe=config.get("name"), checkpoint=args.which)
-    with open(Path(args.run_dir) / f"eval-{args.which}.json", "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"{config.get('name')} [{args.which}] on {result['n']} test samples")
+    result.update(recipe=config.get("name"), checkpoint=which, data_source=test.meta.get("source"))
+    # print first: a read-only run directory must not lose the result
+    print(f"{config.get('name')} [{which}] on {result['n']} test samples" +
+          (f" from {test.meta['source']}" if test.meta.get("source") else ""))
     print(f"  strict accuracy {100 * result['accuracy']:.2f} %, reference-compatible {100 * result['accuracy_reference']:.2f} %")
     print(f"  tie rate {100 * result['tie_rate']:.2f} %, silent rate {100 * result['silent_rate']:.2f} %, {result['samples_per_second']:.0f} samples/s")
     for k, v in result["stats"].items():
         print(f"  mean {k}: {v:.3f}")
+    path = Path(args.run_dir) / f"eval-{which}.json"
+    try:
+        write_json_atomic(path, result)
+    except OSError as e:
+        print(f"snnlearn: warning: the result above was not saved to {path}: {e.strerror or e}", file=sys.stderr)
     return 0
 
 
 def _mean_of_runs(run_dirs: list[str], summaries: list[dict]) -> dict:
-    """Aggregate separately launched runs, refusing runs whose configurations differ beyond the seed."""
-    import yaml
+    """Aggregate separately launched runs, refusing runs whose configurations or data differ beyond
+    the seed, and a run (or a seed) counted twice."""
+    from .train import DATA_SETTINGS, LABEL_KEYS, _data_differences, _jsonable, aggregate_summaries, read_yaml_mapping, run_info
 
-    from .train import aggregate_summaries
-
-    ignored = {"seed", "name", "description", "paper", "paper_result"}  # labels, not settings
-    configs = []
-    for run in run_dirs:
+    resolved = [str(Path(r).resolve()) for r in run_dirs]
+    twice = sorted({r for r, p in zip(run_dirs, resolved) if resolved.count(p) > 1})
+    if twice:
+        raise UserError(f"--mean: {twice} given more than once")
+    seeds = [s.get("seed") for s in summaries]
+    dupes = sorted({s for s in seeds if seeds.count(s) > 1 and s is not None})
+    if dupes:
+        raise UserError(f"--mean: seed(s) {dupes} appear in more than one run; a mean needs distinct seeds")
+    ignored = LABEL_KEYS | {"seed"}
+    configs, datas = [], []
+    for run, summary in zip(run_dirs, summaries):
         path = Path(run) / "config.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"{run} is not a run directory (no config.yaml)")
-        configs.append({k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in ignored})
-    for run, cfg in zip(run_dirs[1:], configs[1:]):
+            raise UserError(f"{run} is not a run directory (no config.yaml)")
+        configs.append({k: v for k, v in _jsonable(read_yaml_mapping(path)).items() if k not in ignored})
+        info = run_info(run)
+        # runs from before run.json: the limits and sizes are in summary.json
+        datas.append(info["data"] if info is not None else {k: summary[k] for k in DATA_SETTINGS if k in summary})
+    for run, cfg, data in zip(run_dirs[1:], configs[1:], datas[1:]):
         diff = sorted(k for k in set(cfg) | set(configs[0]) if cfg.get(k) != configs[0].get(k))
+        diff += _data_differences(data, datas[0])
         if diff:
-            raise ValueError(f"--mean: {run} differs from {run_dirs[0]} in {diff}, not only in the seed")
+            raise UserError(f"--mean: {run} differs from {run_dirs[0]} in {diff}, not only in the seed")
     return aggregate_summaries(summaries)
 
 
+#: summary.json keys the report reads, and their types (None allowed where marked).
+_SUMMARY_SCHEMA = {
+    "recipe": (str,), "variant": (str,), "epochs": (int,), "train_samples_per_second": (int, float),
+    "wall_seconds": (int, float), "test_accuracy": (int, float, type(None)),
+}
+_OPTIONAL_NUMBERS = ("test_accuracy_reference", "tie_rate", "silent_rate", "best_val_accuracy", "epochs_requested")
+
+
+def _read_summary(run: str) -> dict:
+    from .train import read_json_mapping
+
+    path = Path(run) / "summary.json"
+    if not path.is_file():
+        raise UserError(f"{run} has no summary.json (the run did not finish; its metrics.jsonl has the epochs done)")
+    s = read_json_mapping(path)
+    for key, types in _SUMMARY_SCHEMA.items():
+        if key not in s:
+            raise UserError(f"{path} lacks {key!r}")
+        if not isinstance(s[key], types) or isinstance(s[key], bool):
+            raise UserError(f"{path}: {key!r} has the wrong type ({s[key]!r})")
+    for key in _OPTIONAL_NUMBERS:
+        v = s.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise UserError(f"{path}: {key!r} must be a number, got {v!r}")
+    at_best = s.get("test_at_best_val")
+    if at_best is not None and not (isinstance(at_best, dict) and isinstance(at_best.get("accuracy"), (int, float))):
+        raise UserError(f"{path}: 'test_at_best_val' is malformed ({at_best!r})")
+    if s.get("seed") is not None and not isinstance(s["seed"], int):
+        raise UserError(f"{path}: 'seed' must be an integer, got {s['seed']!r}")
+    return s
+
+
 def cmd_report(args) -> int:
-    print("| recipe | variant | epochs | strict test (final) | reference-compatible | ties | silent | best val (epoch) | test at best val | train samples/s | wall | paper |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    summaries = []
-    for run in args.run_dirs:
-        path = Path(run) / "summary.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{run} has no summary.json (the run did not finish; its metrics.jsonl has the epochs done)")
-        summaries.append(json.loads(path.read_text()))
+    summaries = [_read_summary(run) for run in args.run_dirs]
     if args.mean:
         summaries = [_mean_of_runs(args.run_dirs, summaries)]
+    print("| recipe | variant | epochs | strict test (final) | reference-compatible | ties | silent | best val (epoch) | test at best val | train samples/s | wall | paper |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in summaries:
         pm = lambda k: (f"{100 * s[k]:.2f}" + (f" ± {100 * s[k + '_std']:.2f}" if s.get(k + "_std") is not None else "")) if s.get(k) is not None else "n/a"
         best = f"{pm('best_val_accuracy')} ({s.get('best_epoch') or s.get('best_epochs')})" if s.get("best_val_accuracy") is not None else "n/a"
@@ -214,17 +282,50 @@ def cmd_analyze(args) -> int:
         return 0
     fn = get_analysis(args.name)
     run_dir = Path(args.run_dir) if args.run_dir else None
+    if run_dir is not None:
+        from .train import read_yaml_mapping
+
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir} is not a run directory (no such directory); pass the --out of `snnlearn train`")
+        if (run_dir / "config.yaml").exists():
+            read_yaml_mapping(run_dir / "config.yaml")  # a damaged config.yaml: say so before any analysis runs
     out = Path(args.out) if args.out else ((run_dir / "analysis") if run_dir else Path("analysis") / args.name)
+    options = parse_overrides(args.overrides)
+    created = [p for p in [out, *out.parents] if not p.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
-    for path in fn(run_dir, out, parse_overrides(args.overrides)):
+    try:
+        paths = fn(run_dir, out, options)
+    except BaseException:
+        for p in created:  # a failed analysis leaves no empty folders behind
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+    for path in paths:
         print(path)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data import DatasetNotFoundError
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno in USER_ERRNOS and e.strerror:
+        where = f": {e.filename}" if e.filename else ""
+        hint = " (free some space, or choose another --out)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        return f"{e.strerror}{where}{hint}"
+    text = str(e) or type(e).__name__
+    # library messages name the keyword; on the command line it is a --set of the dataset's options
+    return text.replace("verify=False", "--set dataset_options.verify=false")
 
+
+def _is_user_error(e: BaseException) -> bool:
+    from .checkpoint import CheckpointError
+
+    if isinstance(e, (UserError, ValueError, CheckpointError, FloatingPointError)):
+        return True
+    return isinstance(e, OSError) and e.errno in USER_ERRNOS or isinstance(e, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"recipes": cmd_recipes, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "analyze": cmd_analyze}
@@ -233,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: every finished epoch is checkpointed; continue with `snnlearn train RECIPE --out RUN_DIR --resume`", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, DatasetNotFoundError, CheckpointError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as e:
+        if not _is_user_error(e):
+            raise
+        text = _message(e)
+        first, _, rest = text.partition("\n")
+        print(f"snnlearn: error: {first}" + (f"\n{rest}" if rest else ""), file=sys.stderr)
         return 2
 
 

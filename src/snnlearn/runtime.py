@@ -31,3 +31,23 @@ def tune_cpu_allocator() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(ok)
+
+
+def configure_threads(n: int) -> int:
+    """Use ``n`` CPU threads for PyTorch's intra-op pool and, when numba is installed, for numba's
+    parallel kernels. Called by the CLI (``--threads``) and the Trainer, never by a rule. Returns
+    ``n``. Raises ``ValueError`` for ``n < 1``."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    try:
+        import numba
+    except ImportError:
+        numba = None
+    if numba is not None:
+        # first: starting numba's OpenMP layer resets the OpenMP thread count torch reads
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    import torch
+
+    torch.set_num_threads(n)
+    return n

@@ -14,6 +14,13 @@ The Trainer only uses the :class:`~snnlearn.rules.base.Rule` contract. Per epoch
 A killed run continues with ``resume=True`` from the last completed epoch, bit for bit: the
 permutation of an epoch depends only on the seed and the epoch, and the rule's generator state is
 part of its checkpoint.
+
+Guards against lost runs and silent wrong results: a run directory is locked while a run writes to
+it (``.lock``); only an empty directory or, with ``resume=True``, the same run is written to;
+``run.json`` saves the recipe as trained, the resolved rule hyperparameters and the data fingerprint
+(dataset, options, limits, sizes, sources), which ``--resume``, ``load_run``/``eval`` and
+``report --mean`` check; checkpoints are checked on load (every tensor present, with its shape and
+dtype, and finite); the training statistics ``learn`` returns are checked for NaN/inf at every step.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -33,11 +41,17 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import ArrayDataset, load_dataset, split_train_val
+from .checkpoint import CheckpointError, load_checkpoint, recover_checkpoint, save_checkpoint
+from .data import DATASETS, ArrayDataset, canonical_name, load_dataset, split_train_val
+from .errors import UserError, one_line
 from .metrics import MetricAccumulator
 from .rules import Rule, get_rule
-from .runtime import tune_cpu_allocator
+from .runtime import configure_threads, tune_cpu_allocator
+
+try:  # POSIX advisory locks on run directories; elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 TRAINER_KEYS = {
@@ -45,6 +59,77 @@ TRAINER_KEYS = {
     "arch", "epochs", "batch_size", "shuffle", "val_size", "eval_batch_size", "seed", "chunk_size",
 }
 REQUIRED_KEYS = ("rule", "dataset", "arch", "epochs")
+#: Keys of a recipe that label a run without changing what it computes.
+LABEL_KEYS = {"name", "description", "paper", "paper_result"}
+#: Written at the start of every run: the recipe as trained, the resolved rule hyperparameters and
+#: the data fingerprint (what ``load_run``, ``eval``, ``--resume`` and ``report --mean`` check).
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+#: Data settings that must agree between a run and its resume, and between runs averaged together.
+DATA_SETTINGS = ("dataset", "dataset_options", "val_size", "limit_train", "limit_test", "n_train", "n_val",
+                 "n_test", "input_shape", "n_classes")
+
+
+# ------------------------------------------------------------------------------------ file helpers
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-4`` is the number 0.0001 (YAML 1.1, which
+    PyYAML follows, reads it as the string '1e-4' because it lacks a dot)."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely (no object construction), with ``1e-4`` read as a float."""
+    return yaml.load(text, Loader=_YAMLLoader)
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (a recipe, a run's ``config.yaml``); every problem
+    (missing, unreadable, invalid YAML, empty, not a mapping) is a one-line :class:`UserError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not a text file ({e.reason})") from None
+    try:
+        data = load_yaml(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML: {one_line(e)}") from None
+    if data is None:
+        raise UserError(f"{path} is empty")
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a YAML mapping (key: value lines), got a {type(data).__name__}")
+    return data
+
+
+def read_json_mapping(path: str | Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (``summary.json``, ``run.json``); one-line errors."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON: {one_line(e)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object, got a {type(data).__name__}")
+    return data
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------- recipes
@@ -65,7 +150,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         if not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
             raise ValueError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
         node = out
@@ -99,10 +184,7 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | Iterable[s
             f"unknown recipe {str(name_or_path)!r}.{hint} Run `snnlearn recipes` to list them, "
             "or pass the path of a .yaml file."
         )
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"recipe {path} must be a YAML mapping")
+    config = read_yaml_mapping(path)
     config.setdefault("name", path.stem)
     if overrides and not isinstance(overrides, dict):
         overrides = parse_overrides(overrides)
@@ -114,7 +196,10 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | Iterable[s
     if not isinstance(blocks, dict) or not all(isinstance(v, dict) for v in blocks.values()):
         raise ValueError(f"recipe {path}: 'variants' must map variant names to mappings of settings")
     variant = overrides.get("variant", config.get("variant", "paper"))
-    rule_variants = get_rule(config["rule"]).variants if "rule" in config else ()
+    rule = overrides.get("rule", config.get("rule"))
+    if rule is not None and not isinstance(rule, str):
+        raise UserError(f"recipe key 'rule' must be a rule name, got {rule!r}")
+    rule_variants = get_rule(rule).variants if rule is not None else ()
     stray = sorted(set(blocks) - set(rule_variants))
     if stray:
         raise ValueError(f"recipe {path}: 'variants' names {stray}, not variants of rule {config.get('rule')!r} "
@@ -125,25 +210,78 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | Iterable[s
 
 
 def validate_recipe(config: dict[str, Any]) -> None:
+    """Check a recipe's keys and types; every problem is a :class:`UserError` naming the key."""
+    if not isinstance(config, dict):
+        raise UserError(f"a recipe must be a mapping, got {type(config).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
-        raise ValueError(f"recipe {config.get('name')!r} lacks required key(s) {missing}")
-    for key in ("epochs", "batch_size", "val_size", "eval_batch_size", "seed"):
+        raise UserError(f"recipe {config.get('name')!r} lacks required key(s) {missing}")
+    name = config.get("name")
+    if name is not None:
+        # the default run directory is runs/<name>-<time>: a name must stay one path component
+        if not isinstance(name, str) or not name.strip() or name.strip(".") == "" or any(c in name for c in "/\\\0") \
+                or name.startswith("."):
+            raise UserError(f"recipe name {name!r} must be a plain name (no '/', '\\', leading '.' or '..'): it names "
+                            "the run directory under runs/")
+    for key in ("rule", "dataset"):
+        if not isinstance(config[key], str):
+            raise UserError(f"recipe key {key!r} must be a name, got {config[key]!r}")
+    if not isinstance(config["arch"], (str, int)) or isinstance(config["arch"], bool):
+        raise UserError(f"recipe key 'arch' must be an architecture string such as '784-400-10', got {config['arch']!r}")
+    for key in ("epochs", "batch_size", "val_size", "eval_batch_size", "seed", "chunk_size"):
         if key in config and (not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < 0):
-            raise ValueError(f"recipe key {key!r} must be a non-negative integer, got {config[key]!r}")
-    if config.get("batch_size", 1) < 1:
-        raise ValueError("batch_size must be >= 1 (1 means per-sample training)")
+            raise UserError(f"recipe key {key!r} must be a non-negative integer, got {config[key]!r}")
+    for key in ("batch_size", "eval_batch_size", "chunk_size"):
+        if config.get(key, 1) < 1:
+            raise UserError(f"{key} must be >= 1" + (" (1 means per-sample training)" if key == "batch_size" else ""))
+    if "shuffle" in config and not isinstance(config["shuffle"], bool):
+        raise UserError(f"recipe key 'shuffle' must be true or false, got {config['shuffle']!r}")
+    _validate_dataset_options(config)
     rule_cls = get_rule(config["rule"])  # raises for an unknown rule
     variant = config.get("variant", "paper")
-    if variant not in rule_cls.variants:
-        raise ValueError(f"unknown variant {variant!r} for rule {config['rule']!r}; choose from {list(rule_cls.variants)}")
-    valid = set(rule_cls.default_hparams(variant))
-    unknown = sorted(set(rule_hparams(config)) - valid)
+    if not isinstance(variant, str) or variant not in rule_cls.variants:
+        raise UserError(f"unknown variant {variant!r} for rule {config['rule']!r}; choose from {list(rule_cls.variants)}")
+    defaults = rule_cls.default_hparams(variant)
+    given = rule_cls._translate_renamed(rule_hparams(config))
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown key(s) {unknown} for rule {config['rule']!r}. Trainer keys: {sorted(TRAINER_KEYS)}; "
-            f"rule hyperparameters: {sorted(valid)}"
+            f"rule hyperparameters: {sorted(defaults)}"
         )
+    for key, value in given.items():
+        _check_type(f"rule {config['rule']!r}: hyperparameter {key!r}", value, defaults[key])
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_type(what: str, value: Any, default: Any) -> None:
+    """Generic type check against the default: a number where a number is expected, a bool where a
+    bool is (rules check ranges themselves). ``lr=abc`` fails here, naming the key."""
+    if _is_number(default) and not _is_number(value) and value is not None and not isinstance(value, (list, tuple)):
+        raise UserError(f"{what} must be a number, got {value!r}")
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise UserError(f"{what} must be true or false, got {value!r}")
+
+
+def _validate_dataset_options(config: dict[str, Any]) -> None:
+    opts = config.get("dataset_options")
+    if opts is None:
+        return
+    if not isinstance(opts, dict):
+        raise UserError(f"recipe key 'dataset_options' must be a mapping, got {opts!r}")
+    try:
+        info = DATASETS[canonical_name(config["dataset"])]
+    except ValueError:  # not a built-in dataset (a user's own): load_dataset reports the name
+        return
+    known = {**info.options, "download": None, "verify": True, "progress": True}
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise UserError(f"unknown dataset option(s) {unknown} for {info.name}; valid: {sorted(known)}")
+    for key, value in opts.items():
+        _check_type(f"dataset option {key!r}", value, known[key])
 
 
 def rule_hparams(config: dict[str, Any]) -> dict[str, Any]:
@@ -152,13 +290,23 @@ def rule_hparams(config: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------- device
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    spec = "auto" if spec is None else str(spec)
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; ``mps`` where
+    PyTorch has it. An unavailable or unknown device is a :class:`UserError`."""
+    spec = "auto" if spec is None else str(spec).strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but CUDA is not available on this machine; use --device cpu or auto")
-    if spec.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {spec!r}; use auto, cpu or cuda")
+    kind, _, index = spec.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise UserError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {spec} was requested but CUDA is not available on this machine; use --device cpu or auto")
+        if index and int(index) >= torch.cuda.device_count():
+            raise UserError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UserError(f"--device {spec}: Apple MPS is not available on this machine; use --device cpu or auto")
     return torch.device(spec)
 
 
@@ -212,7 +360,18 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def build_rule(config: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, device: torch.device) -> Rule:
+def resolved_hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """The rule's hyperparameters as a run uses them: the rule's defaults for the variant, updated by
+    the recipe (old names translated). Saved in ``run.json`` so a run is rebuilt as it was trained,
+    not with the defaults of a later version."""
+    cls = get_rule(config["rule"])
+    return {**cls.default_hparams(config.get("variant", "paper")), **cls._translate_renamed(rule_hparams(config))}
+
+
+def build_rule(config: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, device: torch.device,
+               hparams: dict[str, Any] | None = None) -> Rule:
+    """The rule of a recipe; ``hparams`` (the resolved hyperparameters saved with a run) replace the
+    recipe's when given."""
     cls = get_rule(config["rule"])
     return cls(
         config["arch"],
@@ -221,8 +380,134 @@ def build_rule(config: dict[str, Any], input_shape: tuple[int, ...], n_classes: 
         variant=config.get("variant", "paper"),
         device=device,
         seed=int(config.get("seed", 0)),
-        **rule_hparams(config),
+        **(rule_hparams(config) if hparams is None else hparams),
     )
+
+
+def data_fingerprint(config: dict[str, Any], train: ArrayDataset, val: ArrayDataset | None, test: ArrayDataset,
+                     limit_train: int | None, limit_test: int | None) -> dict[str, Any]:
+    """Every setting that changes the data a run sees, and where the data came from."""
+    def source(ds: ArrayDataset) -> dict[str, Any]:
+        return {k: ds.meta[k] for k in ("source", "format", "lossy", "complete") if k in ds.meta}
+
+    return {
+        "dataset": config["dataset"],
+        "dataset_options": dict(config.get("dataset_options") or {}),
+        "val_size": int(config.get("val_size", 0)),
+        "limit_train": limit_train,
+        "limit_test": limit_test,
+        "n_train": len(train),
+        "n_val": len(val) if val is not None else 0,
+        "n_test": len(test),
+        "input_shape": list(train.input_shape),
+        "n_classes": len(train.classes),
+        "sources": {"train": source(train), "test": source(test)},
+    }
+
+
+def _data_differences(a: dict[str, Any], b: dict[str, Any], keys=DATA_SETTINGS) -> list[str]:
+    """Data settings that differ (source paths may differ: a moved data folder is the same data,
+    but its format, lossiness and completeness may not)."""
+    diff = [k for k in keys if k in a and k in b and a[k] != b[k]]
+    sa, sb = a.get("sources") or {}, b.get("sources") or {}
+    for split in ("train", "test"):
+        for k in ("format", "lossy", "complete"):
+            if k in (sa.get(split) or {}) and k in (sb.get(split) or {}) and sa[split][k] != sb[split][k]:
+                diff.append(f"sources.{split}.{k}")
+    return diff
+
+
+def restore_rule(rule: Rule, tensors: dict[str, torch.Tensor], rule_state: Any, where: str | Path) -> None:
+    """Load a checkpoint into ``rule`` after checking it fits: every tensor the rule has must be there
+    with its shape and dtype (the generator state included), and its JSON state must be an object
+    with the rule's keys. A mismatch (another rule, architecture or dataset; a damaged file) is a
+    :class:`CheckpointError` naming the tensor or key."""
+    fresh_tensors, fresh_state = rule.full_state()
+    missing = sorted(set(fresh_tensors) - set(tensors))
+    if missing:
+        raise CheckpointError(f"checkpoint {where}: tensor(s) {missing} missing; it does not hold a "
+                              f"{rule.describe()} (another rule or architecture, or a damaged file)")
+    for k, ref in fresh_tensors.items():
+        got = tensors[k]
+        if tuple(got.shape) != tuple(ref.shape) or got.dtype != ref.dtype:
+            what = "generator state" if k == "_generator_state" else f"tensor {k!r}"
+            raise CheckpointError(f"checkpoint {where}: {what} is {got.dtype} {tuple(got.shape)}, expected "
+                                  f"{ref.dtype} {tuple(ref.shape)} for {rule.describe()}")
+    if not isinstance(rule_state, dict):
+        raise CheckpointError(f"checkpoint {where}: the rule state must be a JSON object, got {rule_state!r}")
+    missing = sorted(set(fresh_state) - set(rule_state))
+    if missing:
+        raise CheckpointError(f"checkpoint {where}: the rule state lacks key(s) {missing}")
+    rule.load_full_state(tensors, rule_state)
+
+
+def _checkpoint_state(state: dict[str, Any], where: Path, resume: bool) -> None:
+    """The Trainer's part of ``state.json`` must be there and well-typed."""
+    needed: dict[str, type | tuple[type, ...]] = {"epoch": int, "input_shape": list, "n_classes": int, "rule": dict}
+    if resume:
+        needed.update(history=list, best=dict)
+    for key, typ in needed.items():
+        if key not in state:
+            raise CheckpointError(f"checkpoint {where}: state.json lacks {key!r}")
+        if not isinstance(state[key], typ) or isinstance(state[key], bool):
+            raise CheckpointError(f"checkpoint {where}: state.json {key!r} has the wrong type ({state[key]!r})")
+    if resume and not isinstance(state["best"].get("val_accuracy", -1.0), (int, float)):
+        raise CheckpointError(f"checkpoint {where}: state.json 'best' is malformed")
+
+
+class RunLock:
+    """An exclusive advisory lock (``flock``) on a run directory, held while a run writes to it.
+
+    A second writer gets a :class:`UserError` at once instead of interleaving its files with the
+    first one's. The lock file (``.lock``, holding the owner's pid) stays; the lock dies with the
+    process, so a killed run never leaves a stale lock."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
+                os.close(self.fd)
+                self.fd = None
+                raise UserError(f"{self.path.parent} is in use by another snnlearn process (pid {owner}); "
+                                "wait for it to finish or choose another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+
+
+def open_run_dir(out_dir: Path) -> None:
+    """Create the run directory, turning the usual mistakes into one-line errors."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a directory")
+    for parent in out_dir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"--out {out_dir}: {parent} is a file, not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise UserError(f"--out {out_dir}: permission denied (cannot create the directory)") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out_dir} is not writable")
+
+
+#: What a run killed before it wrote config.yaml may leave behind (ours, safe to overwrite).
+_LEFTOVERS = {LOCK_FILE, "config.yaml.tmp", RUN_FILE + ".tmp", "summary.json.tmp"}
+
+
+def _run_contents(out_dir: Path) -> list[str]:
+    return sorted(p.name for p in out_dir.iterdir() if p.name not in _LEFTOVERS) if out_dir.is_dir() else []
 
 
 @torch.no_grad()
@@ -245,19 +530,32 @@ def evaluate(rule: Rule, dataset: ArrayDataset, batch_size: int = 1000, progress
     return result
 
 
+def _jsonable(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists; YAML dates become strings)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in _jsonable(config).items() if k not in LABEL_KEYS}
+
+
 # ---------------------------------------------------------------------------------------- trainer
 class Trainer:
     """Runs one recipe with one seed into ``out_dir``.
 
     Args:
         config: a recipe (see :func:`load_recipe`).
-        out_dir: the run directory (``config.yaml``, ``metrics.jsonl``, ``summary.json``,
-            ``checkpoint/``).
+        out_dir: the run directory (``config.yaml``, ``run.json``, ``metrics.jsonl``,
+            ``summary.json``, ``checkpoint/``). It must be new or empty, or, with ``resume=True``,
+            a run of the same recipe and data. It is locked while the run writes to it.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        data_dir: explicit dataset root (first in the lookup order).
-        limit_train, limit_test: use only the first N samples (quick runs; recorded in the summary).
+        data_dir: explicit dataset root (first in the lookup order; must exist).
+        limit_train, limit_test: use only a fixed subset of N samples (quick runs; recorded in
+            ``run.json`` and the summary, and checked on resume).
         progress: show progress bars.
         log: where one-line progress messages go.
+        threads: CPU threads for the run (:func:`snnlearn.runtime.configure_threads`); None leaves
+            the process's setting alone.
     """
 
     def __init__(
@@ -270,18 +568,18 @@ class Trainer:
         limit_test: int | None = None,
         progress: bool = True,
         log: Callable[[str], None] = print,
+        threads: int | None = None,
     ) -> None:
         validate_recipe(config)
         self.config = config
         self.out_dir = Path(out_dir)
         self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            tune_cpu_allocator()
         self.data_dir = data_dir
         self.limit_train = limit_train
         self.limit_test = limit_test
         self.progress = progress
         self.log = log
+        self.threads = threads
 
     # -- files
     @property
@@ -289,41 +587,89 @@ class Trainer:
         return self.out_dir / "checkpoint"
 
     def _write_json(self, name: str, obj: Any) -> None:
-        tmp = self.out_dir / (name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, self.out_dir / name)
+        write_json_atomic(self.out_dir / name, obj)
 
     def run(self, resume: bool = False) -> dict[str, Any]:
+        # process-wide settings belong to the Trainer / CLI, never to a rule
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
+        if self.threads:
+            configure_threads(self.threads)
+        open_run_dir(self.out_dir)
+        with RunLock(self.out_dir):
+            return self._run(resume)
+
+    def _check_resumable(self, resume: bool) -> tuple[Path | None, dict[str, Any] | None]:
+        """Refuse to overwrite anything but this very run; returns its last checkpoint and ``run.json``."""
+        contents = _run_contents(self.out_dir)
+        if not contents:
+            if resume:
+                self.log(f"nothing to resume in {self.out_dir}: starting a new run")
+            return None, None
+        if set(contents) <= {"config.yaml", RUN_FILE}:
+            # a run that stopped before its first epoch ended (bad data path, NaN at step 1): nothing to lose
+            self.log(f"{self.out_dir} holds a run that never finished an epoch: starting over")
+            return None, None
+        if not (self.out_dir / "config.yaml").is_file():
+            shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
+            raise UserError(f"--out {self.out_dir} exists and is not empty ({shown}) but is not a run directory; "
+                            "refusing to overwrite it: choose a new or empty directory")
+        if not resume:
+            raise UserError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
+        saved = read_yaml_mapping(self.out_dir / "config.yaml")
+        cfg = _jsonable(self.config)
+        saved = _jsonable(saved)
+        differs = sorted(k for k in set(saved) | set(cfg) if k != "epochs" and saved.get(k) != cfg.get(k))
+        if differs:
+            raise UserError(f"--resume: the recipe differs from the one this run started with in {differs}")
+        info = run_info(self.out_dir)
+        # runs written before run.json existed kept their limits in summary.json
+        old = read_json_mapping(self.out_dir / "summary.json") if info is None and (self.out_dir / "summary.json").is_file() else {}
+        data = info["data"] if info is not None else old
+        for key, mine in (("limit_train", self.limit_train), ("limit_test", self.limit_test)):
+            if key in data and data[key] != mine:
+                flag = "--" + key.replace("_", "-")
+                raise UserError(f"--resume: this run was trained with {flag} {data[key]}, not {mine}; "
+                                f"resume with the same {flag}")
+        last = recover_checkpoint(self.checkpoint_dir / "last")
+        recover_checkpoint(self.checkpoint_dir / "best")
+        return last, info
+
+    def _run(self, resume: bool) -> dict[str, Any]:
         cfg = self.config
         seed = int(cfg.get("seed", 0))
         torch.manual_seed(seed)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.out_dir / "config.yaml"
         metrics_path = self.out_dir / "metrics.jsonl"
-        if resume and (self.checkpoint_dir / "last").exists():
-            with open(config_path) as f:
-                saved = yaml.safe_load(f)
-            differs = sorted(k for k in set(saved) | set(cfg) if k != "epochs" and saved.get(k) != cfg.get(k))
-            if differs:
-                raise ValueError(f"--resume: the recipe differs from the one this run started with in {differs}")
-        elif (self.checkpoint_dir / "last").exists() and not resume:
-            raise ValueError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
-        with open(config_path, "w") as f:
+        last, run_info = self._check_resumable(resume)
+        tmp = config_path.with_name("config.yaml.tmp")
+        with open(tmp, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
+        os.replace(tmp, config_path)
 
         train, val, test = prepare_data(cfg, self.data_dir, self.limit_train, self.limit_test)
-        rule = build_rule(cfg, tuple(train.inputs.shape[1:]), len(train.classes), self.device)
+        data = data_fingerprint(cfg, train, val, test, self.limit_train, self.limit_test)
+        hparams = resolved_hparams(cfg)
+        if run_info is not None:
+            saved_data = run_info.get("data")
+            differs = _data_differences(_jsonable(data), saved_data if isinstance(saved_data, dict) else {})
+            if differs:
+                raise UserError(f"--resume: the data differs from what this run was trained on in {differs}")
+            if isinstance(run_info.get("hparams"), dict):
+                hparams = run_info["hparams"]  # continue with the run's own hyperparameters
+        rule = build_rule(cfg, tuple(train.inputs.shape[1:]), len(train.classes), self.device, hparams=hparams)
+        self._write_json(RUN_FILE, _jsonable({"format": 1, "config": cfg, "hparams": hparams, "data": data}))
         history: list[dict[str, Any]] = []
         best: dict[str, Any] = {"epoch": -1, "val_accuracy": -1.0}
         start_epoch = 0
         wall_before = 0.0
-        if resume and (self.checkpoint_dir / "last").exists():
-            tensors, state = load_checkpoint(self.checkpoint_dir / "last", device=self.device)
-            rule.load_full_state(tensors, state["rule"])
+        if last is not None:
+            tensors, state = load_checkpoint(last, device=self.device)
+            _checkpoint_state(state, last, resume=True)
+            restore_rule(rule, tensors, state["rule"], last)
             history, best = state["history"], state["best"]
             start_epoch = state["epoch"] + 1
-            wall_before = state.get("wall_seconds", 0.0)
+            wall_before = float(state.get("wall_seconds", 0.0))
             # metrics.jsonl may have a line for an epoch whose checkpoint never completed: rewrite it.
             with open(metrics_path, "w") as f:
                 for h in history:
@@ -356,9 +702,17 @@ class Trainer:
                 y = train.labels[idx].to(self.device)
                 for b in range(0, len(idx), batch_size):
                     stats = rule.learn(x[b : b + batch_size], y[b : b + batch_size])
-                    for k, v in stats.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
                     n_steps += 1
+                    for k, v in stats.items():
+                        v = float(v)
+                        if not math.isfinite(v):
+                            # caught at the step it happens: an epoch can take hours
+                            raise FloatingPointError(
+                                f"rule {rule.name!r} diverged at epoch {epoch + 1}, step {n_steps} (samples "
+                                f"{lo + b + 1}-{lo + b + len(y[b : b + batch_size])} of the epoch): training statistic "
+                                f"{k!r} is {v}; try a lower learning rate. The last checkpoint holds epoch {epoch}"
+                            )
+                        sums[k] = sums.get(k, 0.0) + v
                 bar.update(len(idx))
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -397,7 +751,7 @@ class Trainer:
             save_checkpoint(self.checkpoint_dir / "last", tensors, state)
             # A summary after every epoch: a run stopped early still reports what it reached
             # ("epochs" < "epochs_requested" says it was cut short).
-            self._write_json("summary.json", self._summary(history, best, state["wall_seconds"], len(train), len(val) if val is not None else 0, len(test)))
+            self._write_json("summary.json", self._summary(history, best, state["wall_seconds"], data, hparams))
             val_txt = f"val {record['val']['accuracy']:.4f}  " if val is not None else ""
             self.log(
                 f"epoch {epoch + 1}/{epochs}  {val_txt}test {record['test']['accuracy']:.4f} "
@@ -405,18 +759,18 @@ class Trainer:
                 f"silent {record['test']['silent_rate']:.4f})  {record['train_samples_per_second']:.0f} train samples/s"
             )
         wall = wall_before + time.perf_counter() - t_run
-        summary = self._summary(history, best, wall, len(train), len(val) if val is not None else 0, len(test))
+        summary = self._summary(history, best, wall, data, hparams)
         self._write_json("summary.json", summary)
         return summary
 
-    def _summary(self, history, best, wall, n_train, n_val, n_test) -> dict[str, Any]:
+    def _summary(self, history, best, wall, data, hparams) -> dict[str, Any]:
         cfg = self.config
         if not history:
-            raise ValueError("no epoch was run (epochs = 0?)")
+            raise UserError("no epoch was run (epochs = 0?)")
         last = history[-1]
         tr = [h["train_samples_per_second"] for h in history]
         ev = [h["test"]["samples_per_second"] for h in history]
-        return {
+        return _jsonable({
             "recipe": cfg.get("name"),
             "rule": cfg["rule"],
             "variant": cfg.get("variant", "paper"),
@@ -427,11 +781,13 @@ class Trainer:
             "epochs_requested": int(cfg["epochs"]),
             "completed": len(history) >= int(cfg["epochs"]),
             "batch_size": int(cfg.get("batch_size", 1)),
-            "n_train": n_train,
-            "n_val": n_val,
-            "n_test": n_test,
+            "n_train": data["n_train"],
+            "n_val": data["n_val"],
+            "n_test": data["n_test"],
             "limit_train": self.limit_train,
             "limit_test": self.limit_test,
+            "data": data,
+            "hparams": hparams,
             "test_accuracy": last["test"]["accuracy"],
             "test_accuracy_reference": last["test"]["accuracy_reference"],
             "tie_rate": last["test"]["tie_rate"],
@@ -448,7 +804,7 @@ class Trainer:
             "device": str(self.device),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}",
             "command": " ".join(sys.argv),
-        }
+        })
 
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -493,38 +849,102 @@ def run_recipe(
     """Train a recipe. With several ``seeds`` each goes to ``out_dir/seed<S>`` and the returned
     summary (also ``out_dir/summary.json``) adds mean ± std over seeds."""
     out_dir = Path(out_dir)
-    seeds = list(seeds) if seeds is not None else None
+    seeds = [int(s) for s in seeds] if seeds is not None else None
+    if seeds is not None:
+        dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dupes:
+            raise UserError(f"--seeds lists seed(s) {dupes} more than once; a mean over a run counted twice is wrong")
     if not seeds or len(seeds) == 1:
         cfg = dict(config)
         if seeds:
-            cfg["seed"] = int(seeds[0])
+            cfg["seed"] = seeds[0]
         return Trainer(cfg, out_dir, **trainer_options).run(resume=resume)
-    runs = []
-    for s in seeds:
-        runs.append(Trainer({**config, "seed": int(s)}, out_dir / f"seed{s}", **trainer_options).run(resume=resume))
-    agg = aggregate_summaries(runs)
-    agg["runs"] = [str(out_dir / f"seed{s}") for s in seeds]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "summary.json", "w") as f:
-        json.dump(agg, f, indent=1)
+    trainers = [Trainer({**config, "seed": s}, out_dir / f"seed{s}", **trainer_options) for s in seeds]
+    open_run_dir(out_dir)
+    with RunLock(out_dir):
+        stray = [n for n in _run_contents(out_dir) if not (n.startswith("seed") or n.startswith("summary.json"))]
+        if stray:
+            raise UserError(f"--out {out_dir} holds {stray[:5]}, not only the per-seed runs of a multi-seed run; "
+                            "refusing to overwrite it: choose a new or empty directory")
+        if _run_contents(out_dir) and not resume:
+            raise UserError(f"{out_dir} already holds a multi-seed run; pass --resume to continue it or choose another --out")
+        runs = [t.run(resume=resume) for t in trainers]
+        agg = aggregate_summaries(runs)
+        agg["runs"] = [str(out_dir / f"seed{s}") for s in seeds]
+        write_json_atomic(out_dir / "summary.json", agg)
     return agg
 
 
-def load_run(run_dir: str | Path, which: str = "last", device: str = "auto") -> tuple[dict[str, Any], Rule]:
-    """The recipe and the trained rule of a run directory (``which``: ``"last"`` or ``"best"``)."""
+def run_info(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's ``run.json`` (recipe as trained, resolved hyperparameters, data fingerprint), or None
+    for runs written before it existed."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    info = read_json_mapping(path)
+    for key in ("config", "hparams", "data"):
+        if not isinstance(info.get(key), dict):
+            raise UserError(f"{path}: {key!r} is missing or malformed")
+    return info
+
+
+def load_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run's ``config.yaml``, validated and checked against what the run was trained with: an
+    edited dataset or hyperparameter would score the model on other data or rebuild another model."""
     run_dir = Path(run_dir)
-    if which not in ("last", "best"):
-        raise ValueError("which must be 'last' or 'best'")
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); pass the --out of `snnlearn train`")
-    with open(config_path) as f:
-        config = yaml.safe_load(f)
-    ckpt = run_dir / "checkpoint" / which
-    if which == "best" and not ckpt.exists():
-        ckpt = run_dir / "checkpoint" / "last"
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass the --out of `snnlearn train`")
+    config = read_yaml_mapping(config_path)
+    validate_recipe(config)
+    info = run_info(run_dir)
+    if info is not None:
+        trained, now = _settings(info["config"]), _settings(config)
+        differs = sorted(k for k in set(trained) | set(now) if trained.get(k) != now.get(k))
+        if differs:
+            was = ", ".join(f"{k}={trained.get(k)!r}" for k in differs)
+            raise UserError(f"{config_path} was edited after training: {differs} differ from what the run was "
+                            f"trained with ({was}); restore them, or train a new run")
+    elif (run_dir / "summary.json").is_file():
+        summary = read_json_mapping(run_dir / "summary.json")
+        if summary.get("dataset") not in (None, config["dataset"]):
+            raise UserError(f"{config_path} says dataset {config['dataset']!r} but the run was trained on "
+                            f"{summary['dataset']!r}; restore it, or train a new run")
+    return config
+
+
+def load_run(run_dir: str | Path, which: str = "last", device: str = "auto") -> tuple[dict[str, Any], Rule]:
+    """The recipe and the trained rule of a run directory (``which``: ``"last"`` or ``"best"``).
+
+    The rule is rebuilt from the hyperparameters saved with the run (``run.json``), so a later
+    change of a default does not change an old run; runs without ``run.json`` use the recipe.
+    ``"best"`` never falls back to another checkpoint: a missing one is an error."""
+    run_dir = Path(run_dir)
+    if which not in ("last", "best"):
+        raise UserError(f"which must be 'last' or 'best', got {which!r}")
+    config = load_run_config(run_dir)
+    info = run_info(run_dir)
+    ckpt = recover_checkpoint(run_dir / "checkpoint" / which)
+    if ckpt is None:
+        why = ("the run has no validation split (val_size: 0) or no epoch has finished; use --which last"
+               if which == "best" else "no epoch has finished")
+        raise UserError(f"{run_dir} has no complete '{which}' checkpoint ({why})")
     dev = resolve_device(device)
     tensors, state = load_checkpoint(ckpt, device=dev)
-    rule = build_rule(config, tuple(state["input_shape"]), int(state["n_classes"]), dev)
-    rule.load_full_state(tensors, state["rule"])
+    _checkpoint_state(state, ckpt, resume=False)
+    shape = state["input_shape"]
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape) or state["n_classes"] < 1:
+        raise CheckpointError(f"checkpoint {ckpt}: state.json has a malformed input_shape/n_classes")
+    hparams = info["hparams"] if info is not None else None
+    if hparams is not None:
+        cls = get_rule(config["rule"])
+        defaults = cls.default_hparams(config.get("variant", "paper"))
+        hparams = cls._translate_renamed(hparams)
+        for key, value in hparams.items():
+            if key not in defaults:
+                raise UserError(f"{run_dir / RUN_FILE}: the run was trained with hyperparameter {key!r}, which rule "
+                                f"{config['rule']!r} no longer has")
+            _check_type(f"{run_dir / RUN_FILE}: hyperparameter {key!r}", value, defaults[key])
+    rule = build_rule(config, tuple(shape), int(state["n_classes"]), dev, hparams=hparams)
+    restore_rule(rule, tensors, state["rule"], ckpt)
     return config, rule

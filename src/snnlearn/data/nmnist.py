@@ -11,10 +11,15 @@ Binning follows the TSSL-BP preprocessing: events are counted in windows of ``fr
 Counts saturate at 255. The MATLAB converter used by TSSL-BP also applies saccade stabilisation
 (motion compensation); that is **not** done here — the events are binned as recorded.
 
-Samples are ordered by their MNIST index (file stem), so the first k samples of the subset are the
-first k of the full set. The shared copy in ``/work/shared/data/nmnist`` is a subset (1,000 train /
-100 test); loading any incomplete copy emits one warning per process and sets
-``meta["complete"] = False``.
+Samples are ordered by their MNIST index (file stem), so the first k samples of a subset are the
+first k of the full set. Loading an incomplete copy (e.g. a subset of 1,000 train / 100 test
+samples) emits one warning per process and sets ``meta["complete"] = False``.
+
+The files have no header, so a file cut at an event boundary (a multiple of 5 bytes) still decodes.
+Every recording covers the three saccades of ~100 ms each, ending after ~300 ms (the earliest
+last event in 1,100 official files is at 296.8 ms); with ``verify=True`` (the default) a file whose
+timestamps go backwards or whose last event comes before ``MIN_DURATION_US`` is reported as
+truncated or damaged.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ COUNTS = {"train": 60000, "test": 10000}
 SPLIT_DIRS = {"train": ("Train", "train"), "test": ("Test", "test")}
 SUBDIRS = ("nmnist", "NMNIST", "N-MNIST", "n-mnist", "nmnist/raw", "NMNIST/raw")
 CLASSES = [str(i) for i in range(10)]
+#: A complete recording ends after ~300 ms; one that ends before this was cut short.
+MIN_DURATION_US = 250_000
 _MEMBER = re.compile(r"(?:^|/)(?:Train|Test|train|test)/([0-9])/([^/]+)\.bin$")
 
 
@@ -69,6 +76,20 @@ def bin_events(x, y, polarity, t_us, frame_us: float, n_frames: int, height: int
     flat = ((frame[keep] * 2 + polarity[keep]) * height + y[keep]) * width + x[keep]  # pragma: no cover
     counts = np.bincount(flat, minlength=n_frames * 2 * height * width)  # pragma: no cover
     return np.minimum(counts, 255).astype(np.uint8).reshape(n_frames, 2, height, width)  # pragma: no cover
+
+
+def check_complete(t_us: np.ndarray, path: str | Path) -> None:
+    """Raise :class:`DatasetCorruptError` when a recording's timestamps go backwards or it ends before
+    :data:`MIN_DURATION_US` (a file cut at an event boundary loses its last saccades silently)."""
+    if t_us.size == 0:
+        raise DatasetCorruptError(f"{path}: no events (empty file); pass verify=False to load it anyway")
+    if t_us.size > 1 and bool((np.diff(t_us) < 0).any()):
+        raise DatasetCorruptError(f"{path}: timestamps go backwards; the file is damaged (pass verify=False to load it anyway)")
+    if int(t_us[-1]) < MIN_DURATION_US:
+        raise DatasetCorruptError(
+            f"{path}: the recording ends at {t_us[-1] / 1000:.1f} ms, but N-MNIST recordings last ~300 ms "
+            f"(three saccades): the file is truncated; restore it (pass verify=False to load it anyway)"
+        )
 
 
 def _sort_key(label: int, stem: str):
@@ -172,6 +193,8 @@ def load_nmnist(
         for i, item in enumerate(src.items):
             data, name = src.read(item)
             x, y, p, t = decode_events(data, name)
+            if verify:
+                check_complete(t, name)
             inputs[i] = bin_events(x, y, p, t, frame_us, n_frames, SIZE, SIZE)
             labels[i] = item[0]
     finally:
@@ -192,4 +215,4 @@ def load_nmnist(
     )
 
 
-__all__ = ["load_nmnist", "decode_events", "bin_events"]
+__all__ = ["load_nmnist", "decode_events", "bin_events", "check_complete"]

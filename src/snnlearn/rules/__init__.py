@@ -9,6 +9,7 @@ from .base import Decision, Rule
 # name -> "module:Class"; imported lazily so one rule's optional needs never slow another's import.
 RULES: dict[str, str] = {
     "s4nn": "snnlearn.rules.s4nn:S4NN",
+    "bs4nn": "snnlearn.rules.bs4nn:BS4NN",
     "desire": "snnlearn.rules.desire:DesireBP",
     "tssl": "snnlearn.rules.tssl:TSSLBP",
     "stidi": "snnlearn.rules.stidi:STiDi",

@@ -9,7 +9,7 @@ and their weight-update equations.
 Conventions: firing times are int64 tensors ``(B, N)``; a neuron without a real spike holds the
 "fake spike" ``t_max`` (S4NN §2.2); float errors are float64. Functions whose name starts with
 ``nb_`` are numba kernels with the same semantics as their torch namesakes, for the rules' own
-event-driven CPU kernels (they exist only when numba is installed, ``HAVE_NUMBA``).
+event-driven CPU kernels (they exist only when numba is installed, ``snnlearn.backend.HAVE_NUMBA``).
 
 API (all functions are pure unless they say they write in place)
 -----------------------------------------------------------------
@@ -59,16 +59,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..backend import HAVE_NUMBA, njit
 from ..encoding import time_to_first_spike
 from .base import Decision
-
-try:  # optional CPU accelerator for the rules' own kernels
-    import numba as _numba
-
-    HAVE_NUMBA = True
-except Exception:  # pragma: no cover - depends on the environment
-    _numba = None
-    HAVE_NUMBA = False
 
 #: normalisation name -> code of :func:`nb_normalise`
 NORMALISATIONS = {"none": 0, "l2": 1, "sum_abs": 2, "sum": 3}
@@ -303,9 +296,8 @@ def scaling_step(alpha: Tensor, lr: float, terms: Tensor, *, reduce: str = "mean
 
 # ------------------------------------------------------------------------------ numba twins
 if HAVE_NUMBA:
-    _njit = _numba.njit(cache=True, nogil=True, fastmath=False)
 
-    @_njit
+    @njit
     def nb_normalise(g, mode):  # pragma: no cover - compiled
         """:func:`normalise` of one sample's vector, in place; ``mode`` from ``NORMALISATIONS``."""
         s = 0.0
@@ -325,7 +317,7 @@ if HAVE_NUMBA:
             for j in range(g.shape[0]):
                 g[j] = g[j] / s
 
-    @_njit
+    @njit
     def nb_relative_targets(to, label, t_max, margin, rule, clamp, T):  # pragma: no cover - compiled
         """:func:`relative_targets` of one sample into ``T`` (float64, C); ``rule`` from
         ``TARGET_RULES``. Returns ``τ = min_j t_j``."""
@@ -358,7 +350,7 @@ if HAVE_NUMBA:
         T[label] = tau
         return tau
 
-    @_njit
+    @njit
     def nb_decision_counts(times, tbase, t_max, out):  # pragma: no cover - compiled
         """:func:`spike_counts_until_decision` of one sample: ``times`` holds every layer's
         times back to back (layer ``l`` at ``tbase[l]:tbase[l+1]``, output last). Writes
