@@ -58,6 +58,13 @@ def _decisions(rule, inputs: torch.Tensor, labels: torch.Tensor, bs: int):
     return torch.cat(outs), torch.cat(preds), torch.cat(spikes), keys
 
 
+def _finish(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _heatmap(plt, mat, xlabels, ylabels, title, cbar, path, fmt="{:.0f}"):
     C, D = mat.shape
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * D, 0.9 + 0.55 * C))
@@ -69,10 +76,7 @@ def _heatmap(plt, mat, xlabels, ylabels, title, cbar, path, fmt="{:.0f}"):
             ax.text(j, i, fmt.format(float(mat[i, j])), ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(im, ax=ax, label=cbar)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, path)
 
 
 def output_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
@@ -117,11 +121,7 @@ def spikes(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     ax.set_ylabel("mean spikes until the decision")
     ax.set_title(f"{config.get('name')}: spikes per layer and category (Figs. 3, 7)", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = out_dir / "stidi_spikes.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return [png, csv]
+    return [_finish(plt, fig, out_dir / "stidi_spikes.png"), csv]
 
 
 def potentials(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
@@ -157,11 +157,7 @@ def potentials(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> 
     ax.set_ylabel("output membrane potential")
     ax.set_title(f"{config.get('name')}: image {idx} (label {classes[int(ds.labels[idx])]}), Fig. 4", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    png = out_dir / "stidi_potentials.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return [png, csv]
+    return [_finish(plt, fig, out_dir / "stidi_potentials.png"), csv]
 
 
 def confusion(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
