@@ -11,7 +11,7 @@ from snnlearn.rules import RULES, get_rule
 from snnlearn.stats import cost_layers, earliest_decision, inference_costs, model_size
 
 #: a tiny network per kind of rule (conv for the snnlearn.nn rules, whose recipes are CNNs)
-TINY = {"proxy": "4C3p1-P2-8-10", "ann": "4C3p1-P2-8-10", "sgl": "4C3p1-P2-8-10", "conversion": "4C3p1-P2-8-10"}
+TINY = {"stidi": "4C5-P2-8-10", "proxy": "4C3p1-P2-8-10", "ann": "4C3p1-P2-8-10", "sgl": "4C3p1-P2-8-10", "conversion": "4C3p1-P2-8-10"}
 
 
 def _raw(n=4, seed=0):
@@ -149,3 +149,14 @@ def test_tssl_cnn_pooling_layers_follow_the_cost_model(variant):
     for k in d.stats:
         if k.startswith("spikes/") and k not in ("spikes/total", "spikes/output", "spikes/input"):
             assert k.removeprefix("spikes/") in pres, (k, pres)
+
+
+def test_stidi_binary_size_counts_its_scaling_factors():
+    cls = get_rule("stidi")
+    real = cls("4C5-P2-8-10", (1, 28, 28), 10, seed=0)
+    w = sum(l.params for l in real.cost_model())
+    assert real.model_size() == {"params": w, "bits": 32 * w}
+    binary = cls("4C5-P2-8-10", (1, 28, 28), 10, seed=0, binary=True)
+    n_alpha = int(binary.alpha.numel())
+    assert n_alpha >= 1
+    assert binary.model_size() == {"params": w + n_alpha, "bits": w + 32 * n_alpha}

@@ -570,6 +570,13 @@ class STiDi(Rule):
         conv and fc layers (pool layers only copy conv spikes)."""
         return [0] + [l + 1 for l, L in enumerate(self.layers) if L["kind"] != "pool"]
 
+    def model_size(self) -> dict[str, int]:
+        """B-CSNN: 1 bit per weight plus the 32-bit scaling factors α; R-CSNN: 32 bits per weight."""
+        from ..stats import model_size
+
+        return model_size(self.arch, self.input_shape, binary=self.binary,
+                          n_scales=int(self.alpha.numel()) if self.binary else 0)
+
     def predict(self, x: Tensor) -> Decision:
         """First-output-spike decision (:func:`snnlearn.rules.single_spike.first_spike_decision`).
         ``reference_scores`` equal the scores and ties containing the label count as correct (the
