@@ -14,16 +14,8 @@ from snnlearn.errors import UserError
 from snnlearn.rules import RULES
 from snnlearn.rules.base import Decision, Rule
 
+from datasets_available import dataset_available
 
-
-def _fmnist_available() -> bool:
-    try:
-        from snnlearn.data import load_dataset
-
-        load_dataset("fmnist", "test", download=False)
-        return True
-    except Exception:
-        return False
 
 
 def test_fmnist_plan_covers_every_rule_with_a_recipe():
@@ -92,7 +84,7 @@ def test_budget_cuts_the_epoch_then_stops_at_the_next():
         C._Budget(1.0, spent=2.0).wrap(_Slow("2-2", (2,), 2)).start_epoch(3, 10)
 
 
-@pytest.mark.skipif(not _fmnist_available(), reason="Fashion-MNIST is not available")
+@pytest.mark.skipif(not dataset_available("fmnist"), reason="Fashion-MNIST is not available")
 def test_compare_end_to_end_on_tiny_data(tmp_path, capsys):
     """Every F-MNIST recipe (tiny network, 1 epoch, 30 training and 10 test samples, 0.01-minute
     budget) trained, tabulated and plotted; a second call reuses every run; --collect only
