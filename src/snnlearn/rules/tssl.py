@@ -361,6 +361,7 @@ class TSSLBP(Rule):
 
     name = "tssl"
     variants = ("paper", "reference")
+    data_parallel = True  # the loss is summed over the batch: the summed gradients are the batch's
 
     @classmethod
     def default_hparams(cls, variant: str) -> dict[str, Any]:
@@ -692,6 +693,7 @@ class TSSLBP(Rule):
         loss = self.loss(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.reduce_update([w.grad for w in self.params])  # data-parallel: sum over processes first
         h = self.hparams
         if h["grad_clip"] is not None:
             torch.nn.utils.clip_grad_norm_(self.params, float(h["grad_clip"]))
@@ -702,6 +704,13 @@ class TSSLBP(Rule):
                 for w in self.params:
                     w.clamp_(-c, c)
         return {"loss": float(loss.detach()) / max(1, x.shape[0])}
+
+    def data_parallel_problem(self, batch_size: int) -> str | None:
+        if self.hparams["switch"] == "layer" and batch_size > 1:
+            return ("tssl: switch 'layer' picks each layer's gradient from the firing rate of the whole "
+                    "batch, which the processes would compute from their shards apart; use switch "
+                    "'element' (variant reference) or train in one process")
+        return super().data_parallel_problem(batch_size)
 
     def start_epoch(self, epoch: int, n_epochs: int | None = None) -> None:
         """Set this epoch's learning rate (constant, or the opt-in cosine annealing over ``lr_epochs``,
