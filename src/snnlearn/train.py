@@ -1048,17 +1048,30 @@ def aggregate_summaries(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return agg
 
 
+def _train_one_seed(config: dict[str, Any], out_dir: Path, resume: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """One seed of ``run_recipe(..., jobs=N)`` in a worker process (one thread, its own log prefix)."""
+    seed = config.get("seed", 0)
+    options = {**options, "log": lambda msg: print(f"[seed {seed}] {msg}", flush=True), "progress": False}
+    options["threads"] = options.get("threads") or 1
+    return Trainer(config, out_dir, **options).run(resume=resume)
+
+
 def run_recipe(
     config: dict[str, Any],
     out_dir: str | Path,
     seeds: Iterable[int] | None = None,
     resume: bool = False,
+    jobs: int = 1,
     **trainer_options: Any,
 ) -> dict[str, Any]:
     """Train a recipe. With several ``seeds`` each goes to ``out_dir/seed<S>`` and the returned
-    summary (also ``out_dir/summary.json``) adds mean ± std over seeds."""
+    summary (also ``out_dir/summary.json``) adds mean ± std over seeds. ``jobs`` > 1 trains that
+    many seeds at once in separate processes (started with ``spawn``, one thread each unless
+    ``threads`` says otherwise); the runs and the summary are the same as with ``jobs=1``."""
     out_dir = Path(out_dir)
     seeds = [int(s) for s in seeds] if seeds is not None else None
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise UserError(f"jobs must be a positive integer, got {jobs!r}")
     if seeds is not None:
         dupes = sorted({s for s in seeds if seeds.count(s) > 1})
         if dupes:
@@ -1068,6 +1081,9 @@ def run_recipe(
         if seeds:
             cfg["seed"] = seeds[0]
         return Trainer(cfg, out_dir, **trainer_options).run(resume=resume)
+    if distributed.current() is not None:
+        raise UserError("several --seeds under torchrun: start one torchrun per seed (data-parallel runs use all "
+                        "processes for one seed), or use --jobs without torchrun")
     trainers = [Trainer({**config, "seed": s}, out_dir / f"seed{s}", **trainer_options) for s in seeds]
     open_run_dir(out_dir)
     with RunLock(out_dir):
@@ -1077,7 +1093,17 @@ def run_recipe(
                             "refusing to overwrite it: choose a new or empty directory")
         if _run_contents(out_dir) and not resume:
             raise UserError(f"{out_dir} already holds a multi-seed run; pass --resume to continue it or choose another --out")
-        runs = [t.run(resume=resume) for t in trainers]
+        if jobs > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            options = {k: v for k, v in trainer_options.items() if k not in ("log", "progress")}
+            with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)),
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_train_one_seed, t.config, t.out_dir, resume, options) for t in trainers]
+                runs = [f.result() for f in futures]
+        else:
+            runs = [t.run(resume=resume) for t in trainers]
         agg = aggregate_summaries(runs)
         agg["runs"] = [str(out_dir / f"seed{s}") for s in seeds]
         write_json_atomic(out_dir / "summary.json", agg)
