@@ -246,7 +246,10 @@ def as_dataset(obj: Any, input_shape: tuple[int, ...], n_classes: int, split: st
         x, y = obj
     elif isinstance(obj, TensorDataset) and len(obj.tensors) == 2:
         x, y = obj.tensors
-    elif isinstance(obj, Dataset) or (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
+    elif isinstance(obj, (Tensor, np.ndarray)):
+        raise ValueError(f"{where}: got one {type(obj).__name__} of shape {tuple(obj.shape)}; pass (inputs, labels)")
+    elif isinstance(obj, Dataset) or (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")
+                                      and not isinstance(obj, (str, bytes, dict))):
         n = len(obj)
         if n == 0:
             raise ValueError(f"{where}: the dataset is empty")
