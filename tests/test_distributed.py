@@ -166,3 +166,43 @@ def test_parallel_seeds_give_the_sequential_summary(tmp_path):
 def test_jobs_must_be_positive(tmp_path):
     with pytest.raises(UserError, match="jobs"):
         run_recipe({}, tmp_path, seeds=[0, 1], jobs=0)
+
+
+def _cli_worker(rank: int, world: int, port: int, argv: list, cwd: str) -> None:
+    """What ``torchrun`` does for ``-m snnlearn train``: the environment, then the CLI."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.chdir(cwd)
+    from snnlearn import cli
+
+    code = cli.main(argv)
+    if code != 0:
+        raise SystemExit(code)
+
+
+@pytest.mark.slow
+def test_torchrun_style_cli_run(tmp_path, capfd):
+    """``snnlearn train`` under torchrun's environment: joins the group (gloo), one default run
+    directory for both ranks, one summary printed, world_size recorded; batch_size 1 is refused on
+    every rank with the same one-line reason."""
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    npz = _toy_npz(tmp_path / "toy.npz")
+    port = free_port()
+    argv = ["train", "tssl-fmnist-mlp", "--set", f"dataset=npz:{npz}", "--set", "arch=36-16-3", "--set", "val_size=10",
+            "--set", "batch_size=10", "--epochs", "1", "--no-progress", "--device", "cpu"]
+    mp.spawn(_cli_worker, args=(2, port, argv, str(tmp_path)), nprocs=2, join=True)
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    assert json.loads((runs[0] / "summary.json").read_text())["world_size"] == 2
+    assert capfd.readouterr().out.count("run directory:") == 1
+    with pytest.raises(Exception):
+        mp.spawn(_cli_worker, args=(2, free_port(), argv + ["--set", "batch_size=1", "--out", "r1"], str(tmp_path)),
+                 nprocs=2, join=True)
+    err = capfd.readouterr().err
+    assert "data-parallel training with 2 processes: batch_size 1 is per-sample training" in err
