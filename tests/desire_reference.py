@@ -51,7 +51,7 @@ def forward(weights: list[list[list[float]]], levels: list[int], hp: dict, masks
     0..T−1 without)."""
     T = int(hp["T"])
     L = len(weights)
-    beta, beta_r, theta = float(hp["beta"]), float(hp["beta_trace"]), float(hp["theta_p"])
+    beta, beta_r, theta = float(hp["beta"]), float(hp["beta_trace"]), float(hp["threshold"])
     delay = int(hp["layer_delay"])
     p_in, p_hid = float(hp["dropout_input"]), float(hp["dropout_hidden"])
     masks = masks if masks is not None else [None] * L

@@ -60,11 +60,17 @@ def check_mirror(rule: DesireBP) -> None:
             assert torch.equal(wm, wt.t()), "the (out, in) copy drifted from the weights"
 
 
-def learn_step(rule: DesireBP, lv, y, masks, record=None):
-    """One learning step through the rule's code path, with the given dropout masks."""
+def learn_step(rule: DesireBP, lv, y, masks, record=None, force_batch=False):
+    """One learning step through the rule's code path, with the given dropout masks; checks that
+    the path meant ran (numba kernels: per-sample for B = 1, else the mini-batch kernels)."""
+    B = lv.shape[0]
+    kind = "sample" if B == 1 and not force_batch else "batch"
     if rule.backend == "numba":
-        return rule._learn_numba(lv, y, masks, record=record)
-    return rule._learn(lv, y, masks, record=record)
+        stats = rule._learn_numba(lv, y, masks, record=record, force_batch=force_batch)
+    else:
+        stats = rule._learn(lv, y, masks, record=record, force_batch=force_batch)
+    assert rule.last_path == f"{rule.backend}-{kind}"
+    return stats
 
 
 CONFIGS = [
@@ -153,6 +159,145 @@ def test_minibatch_is_sum_of_frozen_per_sample_updates(variant, reduction, path,
 
 
 @pytest.mark.parametrize("path", PATHS)
+def test_batch_of_one_is_per_sample_sgd(path):
+    """B = 1 through the mini-batch code (frozen weights, deferred/summed update) gives exactly the
+    weights of the per-sample code, step after step, with dropout."""
+    a = make_rule("reference", path, dropout_input=0.2, dropout_hidden=0.3)
+    b = make_rule("reference", path, dropout_input=0.2, dropout_hidden=0.3)
+    g = torch.Generator().manual_seed(12)
+    changed = 0
+    for _ in range(6):
+        lv, y = random_batch(g, 1)
+        masks = a.draw_dropout_masks(1)
+        before = [w.clone() for w in a.weights_t]
+        learn_step(a, lv, y, masks)
+        learn_step(b, lv, y, masks, force_batch=True)
+        for wa, wb, w0 in zip(a.weights_t, b.weights_t, before):
+            assert torch.equal(wa, wb)
+            changed += int((wa != w0).sum())
+        check_mirror(b)
+    assert changed > 0
+    assert a.path_counts == {f"{a.backend}-sample": 6} and b.path_counts == {f"{b.backend}-batch": 6}
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+def test_numba_minibatch_with_long_T_matches_reference(variant):
+    """T > 62 needs more than one 62-step word per spike-train code; the numba mini-batch path
+    handles it (it used to fall back to torch silently)."""
+    B, T_long = 3, 70
+    rule = make_rule(variant, "numba", T=T_long, dropout_hidden=0.3)
+    g = torch.Generator().manual_seed(21)
+    lv, y = random_batch(g, B)
+    masks = rule.draw_dropout_masks(B)
+    before = weights_out_in(rule)
+    learn_step(rule, lv, y, masks)
+    assert rule.last_path == "numba-batch"
+    expect = [torch.tensor(w, dtype=torch.float64) for w in before]
+    for b in range(B):
+        mb = [None if m is None else m[b].long().tolist() for m in masks]
+        r = ref.step(before, lv[b].tolist(), int(y[b]), rule.hparams, rule.lr_now, mb)
+        for l in range(3):
+            expect[l] += torch.tensor(r["delta"][l], dtype=torch.float64)
+    for l in range(3):
+        assert not torch.equal(rule.weights_t[l].t(), torch.tensor(before[l], dtype=torch.float64))
+        torch.testing.assert_close(rule.weights_t[l].t(), expect[l], rtol=0, atol=1e-12)
+    check_mirror(rule)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_numba_threads_give_the_same_weights(monkeypatch):
+    """Mini-batches and evaluation split over threads (the rule's own pool) give exactly the
+    single-thread result: every chunk owns its samples or weight rows."""
+    one = make_rule("reference", "numba", dropout_input=0.1, dropout_hidden=0.3)
+    many = make_rule("reference", "numba", dropout_input=0.1, dropout_hidden=0.3)
+    g = torch.Generator().manual_seed(8)
+    batches = [random_batch(g, 7) for _ in range(3)]
+    for lv, y in batches:
+        learn_step(one, lv, y, one.draw_dropout_masks(7))
+    dec1 = one.predict(batches[0][0].to(torch.uint8))
+    monkeypatch.setattr("snnlearn.rules.desire.chunk_plan", lambda work: (min(8, work), 3))
+    for lv, y in batches:
+        learn_step(many, lv, y, many.draw_dropout_masks(7))
+    dec3 = many.predict(batches[0][0].to(torch.uint8))
+    assert many._runner._pool is not None  # the work really ran on the rule's pool
+    for wa, wb in zip(one.weights_t, many.weights_t):
+        assert torch.equal(wa, wb)
+    assert torch.equal(dec1.scores, dec3.scores)
+    check_mirror(many)
+    many._runner.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_learn_changes_no_process_setting(path, monkeypatch):
+    """Library manners: learn/predict never set torch's (process-wide) thread count."""
+    calls = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    rule = make_rule("reference", path)
+    g = torch.Generator().manual_seed(1)
+    for B in (1, 1, 4):
+        lv, y = random_batch(g, B)
+        rule.learn(lv.to(torch.uint8), y)
+        rule.predict(lv.to(torch.uint8))
+    assert calls == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_raw_images_are_encoded_and_bad_labels_rejected(path):
+    """learn/predict take raw 8-bit images (B, 1, 28, 28) or their encoding (B, 784): the same step."""
+    kw = dict(variant="reference", seed=0, backend="numba" if path == "numba" else "torch", sparse=path != "dense")
+    a = DesireBP("784-20-10", (1, 28, 28), 10, **kw)
+    b = DesireBP("784-20-10", (1, 28, 28), 10, **kw)
+    x = torch.randint(0, 256, (3, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    y = torch.tensor([1, 4, 7])
+    a.learn(x, y)
+    b.learn(b.encode(x), y)
+    for wa, wb in zip(a.weights_t, b.weights_t):
+        assert torch.equal(wa, wb)
+    assert torch.equal(a.predict(x).scores, b.predict(b.encode(x)).scores)
+    with pytest.raises(ValueError, match=r"labels must be in 0\.\.9, got 10"):
+        a.learn(x[:1], torch.tensor([10]))
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\)"):
+        a.learn(x, torch.tensor([1, 2]))
+
+
+def test_renamed_and_removed_hyperparameters():
+    with pytest.warns(DeprecationWarning, match="'theta_p' is now called 'threshold'"):
+        r = DesireBP(ARCH, (12,), 4, theta_p=0.8)
+    assert r.hparams["threshold"] == 0.8 and r.theta == 0.8 and "theta_p" not in r.hparams
+    with pytest.warns(DeprecationWarning, match="'sample_threads' is ignored"):
+        r = DesireBP(ARCH, (12,), 4, sample_threads=1)
+    assert "sample_threads" not in r.hparams
+    with pytest.raises(ValueError, match="not both"):
+        DesireBP(ARCH, (12,), 4, theta_p=0.8, threshold=0.8)
+    # `--set lr=1e-4` arrives as the string '1e-4' (YAML 1.1 needs a dot for a float)
+    assert DesireBP(ARCH, (12,), 4, lr="1e-4").lr_now == 1e-4
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("lr", "abc", "must be > 0"),
+    ("lr", -1e-5, "must be > 0"),
+    ("threshold", 0, "must be > 0"),
+    ("T", 0, "must be an integer >= 1"),
+    ("T", 2.5, "must be an integer >= 1"),
+    ("beta", float("nan"), "must be in [0, 1]"),
+    ("dropout_hidden", 1.0, "must be in [0, 1)"),
+    ("layer_delay", 2, "must be 0 or 1"),
+    ("error_margin", 20, "must be an integer in 0..T-1"),
+    ("group_size", -1, "must be an integer >= 0"),
+    ("sparse", "maybe", "must be auto, true or false"),
+    ("backend", "gpu", "must be one of"),
+    ("dtype", "float16", "must be one of"),
+])
+def test_bad_hyperparameters_are_named(key, value, expected):
+    with pytest.raises(ValueError) as err:
+        DesireBP(ARCH, (12,), 4, **{key: value})
+    msg = str(err.value)
+    assert msg.startswith(f"rule 'desire': {key}={value!r}") and expected in msg, msg
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_learn_draws_masks_from_the_rule_generator(path):
     """learn() == one step with masks drawn by draw_dropout_masks from the same generator state."""
     a = make_rule("reference", path, dropout_input=0.2, dropout_hidden=0.3)
@@ -175,12 +320,15 @@ def test_float32_default_path_runs_and_stats(path):
     enc = rule.encode(x)
     assert enc.dtype == torch.uint8 and enc.shape == (6, 784)
     stats = rule.learn(enc[:1], torch.tensor([3]))
+    assert rule.last_path == ("numba-sample" if path == "numba" else "torch-sample")
     assert set(stats) == {"loss", "local_loss/hidden1", "desire/hidden1", "local_loss/hidden2", "desire/hidden2",
                           "local_loss/output", "desire/output"}
     assert all(isinstance(v, float) and math.isfinite(v) for v in stats.values())
     stats_b = rule.learn(enc[1:], torch.tensor([0, 1, 2, 3, 4]))
+    assert rule.last_path == ("numba-batch" if path == "numba" else "torch-batch")
     assert set(stats_b) == set(stats)
     dec = rule.predict(enc)
+    assert rule.last_path == ("numba-predict" if path == "numba" else "torch-predict")
     assert dec.scores.shape == (6, 10) and dec.silent.shape == (6,)
     assert dec.reference_ties == "wrong"
     assert set(dec.stats) == {"spikes/input", "spikes/hidden1", "spikes/hidden2", "spikes/output", "spikes/total"}
@@ -199,6 +347,7 @@ def test_predict_counts_match_reference(variant, path):
     g = torch.Generator().manual_seed(9)
     lv, _ = random_batch(g, 4)
     dec = rule.predict(lv.to(torch.uint8))
+    assert rule.last_path == f"{rule.backend}-predict" and rule.backend == ("numba" if path == "numba" else "torch")
     for b in range(4):
         r = ref.forward(weights_out_in(rule), lv[b].tolist(), rule.hparams)
         assert dec.scores[b].tolist() == [float(c) for c in r["counts"][-1]]
@@ -291,7 +440,7 @@ def test_output_threshold_is_exact_on_integer_counts():
 
 
 def test_cli_end_to_end_mnist(tmp_path):
-    cli = pytest.importorskip("snnlearn.cli")
+    from snnlearn import cli
     if not mnist_available():
         pytest.skip("MNIST not found (set SNNLEARN_DATA)")
     out = tmp_path / "run"

@@ -19,7 +19,8 @@ from s4nn_reference import ReferenceS4NN  # noqa: E402
 from datasets_available import mnist_available  # noqa: E402
 
 from snnlearn.rules import get_rule  # noqa: E402
-from snnlearn.rules.s4nn import HAVE_NUMBA, S4NN  # noqa: E402
+from snnlearn.backend import HAVE_NUMBA  # noqa: E402
+from snnlearn.rules.s4nn import S4NN  # noqa: E402
 
 BACKENDS = ["torch"] + (["numba"] if HAVE_NUMBA else [])
 VARIANTS = ["paper", "reference"]
@@ -233,11 +234,11 @@ def test_decision_on_a_tie(variant, backend):
     assert d.silent.tolist() == [False]
     assert d.reference_ties == "correct"
     assert torch.equal(d.reference_scores, d.scores)
-    assert d.stats["winner_time"].tolist() == [2.0 * delay]
+    assert d.stats["decision_time"].tolist() == [2.0 * delay]
     assert d.stats["spikes/input"].tolist() == [1.0]  # only the input at 0 has spiked by then
     assert d.stats["spikes/hidden1"].tolist() == [1.0]
     assert d.stats["spikes/output"].tolist() == [2.0]  # the tie
-    assert d.stats["spikes/total"].tolist() == [4.0]
+    assert d.stats["spikes/total"].tolist() == [3.0]  # hidden + output, as every rule counts it
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -250,15 +251,15 @@ def test_decision_all_silent_uses_potential_fallback(variant, backend):
     assert d.scores.tolist() == [[-float(T_MAX)] * 3]
     # V(t_max - 3) of the outputs: both hidden neurons have fired by then
     torch.testing.assert_close(d.reference_scores, torch.tensor([[0.15, 0.3, 0.6]]))
-    assert d.stats["winner_time"].tolist() == [float(T_MAX)]
+    assert d.stats["decision_time"].tolist() == [float(T_MAX)]
     assert d.stats["spikes/input"].tolist() == [3.0]  # the black pixel at t_max is not a spike
     assert d.stats["spikes/hidden1"].tolist() == [2.0]
     assert d.stats["spikes/output"].tolist() == [0.0]
-    assert d.stats["spikes/total"].tolist() == [5.0]
+    assert d.stats["spikes/total"].tolist() == [2.0]
 
 
 def test_metrics_read_the_decision():
-    metrics = pytest.importorskip("snnlearn.metrics")
+    from snnlearn import metrics
     rule, x = crafted("reference", BACKENDS[-1], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     out = metrics.score_decision(rule.predict(x), torch.tensor([1]))
     assert out.tie.tolist() == [True]
@@ -317,6 +318,63 @@ def test_hparams_validation_and_registration():
     assert p.decay == [1.0 - 2 * 0.2 * 1e-6] * 2  # L2 term in the loss: 2λ
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(1, 28, 28), (784,)])
+def test_raw_uint8_images_are_encoded_not_misread(backend, shape):
+    """Issue 12 item 8: raw dataset batches (uint8) are encoded with Eq. 1 in learn and predict."""
+    g = torch.Generator().manual_seed(0)
+    img = ((torch.rand(12, 784, generator=g) < 0.3) * torch.randint(0, 256, (12, 784), generator=g)).to(torch.uint8)
+    img = img.view(12, *shape)
+    y = torch.randint(0, 10, (12,), generator=g)
+    a = S4NN("784-20-10", shape, 10, variant="reference", seed=0, backend=backend, threshold=[40.0, 5.0])
+    b = S4NN("784-20-10", shape, 10, variant="reference", seed=0, backend=backend, threshold=[40.0, 5.0])
+    enc = a.encode(img)
+    assert torch.equal(a.predict(img).scores, a.predict(enc).scores)
+    assert not torch.equal(a.predict(img.to(torch.int64).view(12, -1)).scores, a.predict(enc).scores)  # times != pixels
+    for i in range(12):
+        a.learn(img[i : i + 1], y[i : i + 1])
+        b.learn(enc[i : i + 1], y[i : i + 1])
+    for wa, wb in zip(a.W, b.W):
+        assert torch.equal(wa, wb)
+
+
+def test_errors_name_rule_key_and_value():
+    with pytest.raises(ValueError, match=r"rule 's4nn': lr='abc'"):
+        S4NN("784-400-10", (784,), 10, lr="abc")
+    with pytest.raises(ValueError, match=r"rule 's4nn': t_max=1 "):
+        S4NN("784-400-10", (784,), 10, t_max=1)
+    with pytest.raises(ValueError, match=r"rule 's4nn': batch_mode='x' "):
+        S4NN("784-400-10", (784,), 10, batch_mode="x")
+    with pytest.raises(ValueError, match=r"threshold=\[1.0, nan\]"):
+        S4NN("784-400-10", (784,), 10, threshold=[1.0, float("nan")])
+    with pytest.raises(TypeError):
+        S4NN("784-400-10", (784,), 10, "paper")  # keyword-only after n_classes
+    rule = S4NN("784-20-10", (784,), 10)
+    with pytest.raises(ValueError, match="expected 784 input times"):
+        rule.predict(torch.zeros(2, 783, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_modes_sequential_and_resample(backend):
+    x, y = random_inputs(10, seed=8)
+    a = make("reference", backend, batch_mode="sequential")
+    b = make("reference", backend)
+    a.learn(x, y)
+    for i in range(10):
+        b.learn(x[i : i + 1], y[i : i + 1])
+    for wa, wb in zip(a.W, b.W):
+        assert torch.equal(wa, wb)
+    c = make("reference", backend, batch_mode="resample")
+    d = make("reference", backend)
+    expected = torch.randint(0, 10, (10,), generator=torch.Generator().set_state(c.generator.get_state()))
+    c.learn(x, y)
+    assert c.last_step()["order"].tolist() == expected.tolist()
+    for i in expected.tolist():
+        d.learn(x[i : i + 1], y[i : i + 1])
+    for wc, wd in zip(c.W, d.W):
+        assert torch.equal(wc, wd)
+
+
 def test_set_threshold_changes_forward():
     rule = make("reference", BACKENDS[-1])
     x, _ = random_inputs(10)
@@ -353,7 +411,7 @@ def test_recipes_build(name):
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
     """One short CLI training run on 2,000 MNIST images (shared by the end-to-end tests)."""
-    cli = pytest.importorskip("snnlearn.cli")
+    from snnlearn import cli
     if not mnist_available():
         pytest.skip("MNIST not found (set SNNLEARN_DATA)")
     out = tmp_path_factory.mktemp("s4nn") / "run"

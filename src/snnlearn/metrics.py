@@ -9,6 +9,8 @@
 * tie rate (not silent, maximum shared by two or more classes), silent rate, the confusion matrix of
   the strict decision (rows: label, columns: predicted class; a tie or silent sample goes to an extra
   last column "none"), and the mean of every per-sample statistic the rule reports.
+* the strict accuracy of every extra read-out a rule reports (``Decision.extra_scores``), as
+  ``accuracy/<name>``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ class BatchOutcome:
     tie: Tensor  # (B,) bool
     silent: Tensor  # (B,) bool
     strict_pred: Tensor  # (B,) int64, n_classes for "no decision"
+
+
+def strict_correct(scores: Tensor, labels: Tensor) -> Tensor:
+    """(B,) bool: the label's score is strictly larger than every other class's."""
+    best = scores.max(dim=1, keepdim=True).values
+    unique = (scores == best).sum(dim=1) == 1
+    return unique & (scores.argmax(dim=1) == labels.to(scores.device).long())
 
 
 def score_decision(decision: Decision, labels: Tensor) -> BatchOutcome:
@@ -71,6 +80,7 @@ class MetricAccumulator:
     silent: int = 0
     confusion: Tensor | None = None
     stat_sums: dict[str, float] = field(default_factory=dict)
+    extra_correct: dict[str, int] = field(default_factory=dict)
 
     def update(self, decision: Decision, labels: Tensor) -> BatchOutcome:
         out = score_decision(decision, labels)
@@ -85,16 +95,20 @@ class MetricAccumulator:
         self.confusion = counts if self.confusion is None else self.confusion + counts
         for k, v in decision.stats.items():
             self.stat_sums[k] = self.stat_sums.get(k, 0.0) + float(v.double().sum())
+        for k, v in decision.extra_scores.items():
+            self.extra_correct[k] = self.extra_correct.get(k, 0) + int(strict_correct(v, labels).sum())
         return out
 
     def result(self) -> dict[str, Any]:
         n = max(self.n, 1)
+        extra = {f"accuracy/{k}": v / n for k, v in sorted(self.extra_correct.items())}
         return {
             "n": self.n,
             "accuracy": self.strict / n,
             "accuracy_reference": self.reference / n,
             "tie_rate": self.ties / n,
             "silent_rate": self.silent / n,
+            **extra,
             "stats": {k: v / n for k, v in sorted(self.stat_sums.items())},
             "confusion": (self.confusion.tolist() if self.confusion is not None else []),
         }

@@ -174,21 +174,56 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | Iterable[str] | None = None) -> dict[str, Any]:
-    """Load a shipped recipe by name (or a YAML file by path) and apply overrides."""
+def _recipe_path(name_or_path: str | Path, near: Path | None = None) -> Path:
     recipes = list_recipes()
     path = Path(name_or_path)
     if str(name_or_path) in recipes:
-        path = recipes[str(name_or_path)]
-    elif not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        return recipes[str(name_or_path)]
+    if near is not None and not path.is_absolute() and (near / path).is_file():
+        return near / path
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         close = [n for n in recipes if str(name_or_path).split("-")[0] in n]
         hint = f" Did you mean one of {close}?" if close else ""
         raise ValueError(
             f"unknown recipe {str(name_or_path)!r}.{hint} Run `snnlearn recipes` to list them, "
             "or pass the path of a .yaml file."
         )
+    return path
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file with its ``base:`` resolved. ``base: other-recipe`` (a shipped name or a path,
+    relative to this file) inherits every key of the other recipe except its name, description,
+    paper and paper_result; keys given here win (mappings merge key by key). The base's
+    ``variants`` blocks are kept for the variants of this recipe's rule and merged under this
+    recipe's own blocks; blocks for variants this rule does not have belong to the base's rule
+    and are dropped."""
     config = read_yaml_mapping(path)
     config.setdefault("name", path.stem)
+    base = config.pop("base", None)
+    if base is None:
+        return config
+    base_path = _recipe_path(base, near=path.parent)
+    if base_path.resolve() in chain or base_path.resolve() == path.resolve():
+        raise ValueError(f"recipe {path}: 'base: {base}' makes a cycle")
+    parent = _read_recipe(base_path, chain + (path.resolve(),))
+    for key in ("name", "description", "paper", "paper_result"):
+        parent.pop(key, None)
+    parent_blocks = parent.pop("variants", None) or {}
+    own_blocks = config.pop("variants", None) or {}
+    merged = _merge(parent, config)
+    rule_variants = get_rule(merged["rule"]).variants if "rule" in merged else ()
+    blocks = _merge({k: v for k, v in parent_blocks.items() if k in rule_variants}, own_blocks)
+    if blocks:
+        merged["variants"] = blocks
+    return merged
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | Iterable[str] | None = None) -> dict[str, Any]:
+    """Load a shipped recipe by name (or a YAML file by path), resolve its ``base:`` (recipe
+    inheritance, see :func:`_read_recipe`) and apply overrides."""
+    path = _recipe_path(name_or_path)
+    config = _read_recipe(path)
     if overrides and not isinstance(overrides, dict):
         overrides = parse_overrides(overrides)
     overrides = overrides or {}

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-MODULES = ("snnlearn.analyses.common", "snnlearn.analyses.s4nn", "snnlearn.analyses.desire")
+MODULES = ("snnlearn.analyses.common", "snnlearn.analyses.s4nn", "snnlearn.analyses.desire",
+           "snnlearn.analyses.proxy")
 
 Analysis = Callable[[Path | None, Path, dict[str, Any]], list[Path]]
 

@@ -41,8 +41,8 @@ def _load(run_dir: Path | None, options: dict[str, Any], name: str):
     from ..train import load_run
 
     config, rule = load_run(run_dir, which=str(options.get("which", "best")), device=str(options.get("device", "auto")))
-    if config.get("rule") != "s4nn":
-        raise ValueError(f"{name}: {run_dir} is a {config.get('rule')!r} run, not an s4nn run")
+    if config.get("rule") not in ("s4nn", "bs4nn"):  # BS4NN is S4NN with binary weights
+        raise ValueError(f"{name}: {run_dir} is a {config.get('rule')!r} run, not an s4nn or bs4nn run")
     return config, rule
 
 
@@ -95,13 +95,13 @@ def threshold_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]
             st = r["stats"]
             if not layer_keys:
                 layer_keys = sorted(k for k in st if k.startswith("spikes/"))
-            rows.append([th, r["accuracy"], r["accuracy_reference"], st.get("winner_time"), r["silent_rate"], r["tie_rate"], *[st[k] for k in layer_keys]])
+            rows.append([th, r["accuracy"], r["accuracy_reference"], st.get("decision_time"), r["silent_rate"], r["tie_rate"], *[st[k] for k in layer_keys]])
     finally:
         rule.set_threshold(trained)
     out_dir = Path(out_dir)
     csv_path = write_csv(
         out_dir / "s4nn_threshold_sweep.csv",
-        ["threshold", "accuracy", "accuracy_reference", "mean_winner_time", "silent_rate", "tie_rate", *layer_keys],
+        ["threshold", "accuracy", "accuracy_reference", "mean_decision_time", "silent_rate", "tie_rate", *layer_keys],
         rows,
     )
     plt = pyplot()
@@ -151,12 +151,12 @@ def jitter(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
             r = _evaluate(rule, x, ds.labels, bs)
             accs.append(r["accuracy"])
             refs.append(r["accuracy_reference"])
-            times.append(r["stats"].get("winner_time", float("nan")))
+            times.append(r["stats"].get("decision_time", float("nan")))
         m = sum(accs) / repeats
         sd = (sum((a - m) ** 2 for a in accs) / (repeats - 1)) ** 0.5 if repeats > 1 else 0.0
         rows.append([J, m, sd, sum(refs) / repeats, sum(times) / repeats])
     out_dir = Path(out_dir)
-    csv_path = write_csv(out_dir / "s4nn_jitter.csv", ["jitter", "accuracy", "accuracy_std", "accuracy_reference", "mean_winner_time"], rows)
+    csv_path = write_csv(out_dir / "s4nn_jitter.csv", ["jitter", "accuracy", "accuracy_std", "accuracy_reference", "mean_decision_time"], rows)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar([r[0] for r in rows], [100 * r[1] for r in rows], yerr=[100 * r[2] for r in rows], fmt="o-", label="strict")
@@ -181,7 +181,7 @@ def _output_times(rule, inputs, bs):
             times = rule.forward_times(x)
             d = rule.decide(times)
             outs.append(times[-1].cpu())
-            winners.append(d.stats["winner_time"].cpu())
+            winners.append(d.stats["decision_time"].cpu())
             spikes.append(torch.stack([d.stats[k].cpu() for k in sorted(d.stats) if k.startswith("spikes/")], 1))
     keys = sorted(k for k in d.stats if k.startswith("spikes/"))
     return torch.cat(outs), torch.cat(winners), torch.cat(spikes), keys
@@ -271,7 +271,7 @@ def firing_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
         sel = labels == c
         rows.append([classes[c], int(sel.sum()), float(to[sel, c].double().mean()), float(win[sel].double().mean()), *spikes[sel].double().mean(0).tolist()])
     rows.append(["all", len(labels), float(to.gather(1, labels.view(-1, 1)).double().mean()), float(win.double().mean()), *spikes.double().mean(0).tolist()])
-    paths.append(write_csv(out_dir / "s4nn_per_class.csv", ["category", "n", "mean_time_correct_neuron", "mean_winner_time", *keys], rows))
+    paths.append(write_csv(out_dir / "s4nn_per_class.csv", ["category", "n", "mean_time_correct_neuron", "mean_decision_time", *keys], rows))
     paths.append(
         write_csv(
             out_dir / "s4nn_output_times.csv",

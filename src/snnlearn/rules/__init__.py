@@ -9,8 +9,13 @@ from .base import Decision, Rule
 # name -> "module:Class"; imported lazily so one rule's optional needs never slow another's import.
 RULES: dict[str, str] = {
     "s4nn": "snnlearn.rules.s4nn:S4NN",
+    "bs4nn": "snnlearn.rules.bs4nn:BS4NN",
     "desire": "snnlearn.rules.desire:DesireBP",
     "tssl": "snnlearn.rules.tssl:TSSLBP",
+    "proxy": "snnlearn.rules.proxy:ProxyLearning",
+    "ann": "snnlearn.rules.proxy:CNN",
+    "sgl": "snnlearn.rules.proxy:SurrogateGradient",
+    "conversion": "snnlearn.rules.conversion:Conversion",
 }
 
 

@@ -43,6 +43,9 @@ class Decision:
             ``"first"`` for the first argmax (``torch.argmax``, TSSL-BP), ``"wrong"`` (Desire BP).
         stats: per-sample statistics, each a (B,) float tensor, averaged by the metrics
             (e.g. ``"winner_time"``, ``"decision_time"``, ``"spikes/hidden1"``, ``"spikes/total"``).
+        extra_scores: further read-outs of the same batch, each (B, C), scored with the strict
+            rule and reported as ``accuracy/<name>`` (e.g. proxy learning's ANN on the same
+            weights, or a converted SNN after fewer time steps).
     """
 
     scores: Tensor
@@ -50,6 +53,7 @@ class Decision:
     reference_scores: Tensor
     reference_ties: str = "first"
     stats: dict[str, Tensor] = field(default_factory=dict)
+    extra_scores: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.scores.ndim != 2:
@@ -64,6 +68,10 @@ class Decision:
         for k, v in self.stats.items():
             if v.shape != (b,):
                 raise ValueError(f"Decision.stats[{k!r}] must be ({b},), got {tuple(v.shape)}")
+        for k, v in self.extra_scores.items():
+            if v.shape != self.scores.shape:
+                raise ValueError(f"Decision.extra_scores[{k!r}] must have the shape of scores "
+                                 f"{tuple(self.scores.shape)}, got {tuple(v.shape)}")
 
 
 class Rule(abc.ABC):

@@ -1,8 +1,11 @@
 """Desire backpropagation (Gerlinghoff, Luo, Goh & Wong, Neurocomputing 2023).
 
-Equation numbers refer to the paper (``/work/shared/papers/desire-bp.md``); "the authors' code"
-means DanielGerlinghoff/desire-backpropagation, ``desire_pytorch.py`` (HEAD b93267d, described in
-``/work/shared/notes/reference-implementations.md`` §5). No code was copied from it.
+Equation numbers refer to the paper: D. Gerlinghoff, T. Luo, R. S. M. Goh, W.-F. Wong, "Desire
+backpropagation: A lightweight training algorithm for multi-layer spiking neural networks based on
+spike-timing-dependent plasticity", Neurocomputing (2023), arXiv:2211.05412. "The
+authors' code" means https://github.com/DanielGerlinghoff/desire-backpropagation,
+``desire_pytorch.py`` at commit b93267d. No code was copied from it; ``tests/test_golden.py``
+checks the ``reference`` variant against numbers recorded from it (``tests/golden/README.md``).
 
 Network (both variants)
 -----------------------
@@ -91,25 +94,35 @@ Code paths (same equations; results agree up to the order of floating-point sums
   spike; input pixels with the same IF spike train — the same 8-bit level — are summed first), the
   desires use only the rows of neurons with a local error, the update touches only (active input,
   changing neuron) pairs. Mini-batches: forward + desires per sample, then the summed update per
-  weight row, each phase split over ``torch.get_num_threads()`` threads.
+  weight row (input spike trains packed as bit codes, 62 steps per int64 word, so any ``T``
+  works), each phase split over ``torch.get_num_threads()`` threads. The weights of all layers
+  live in one flat buffer (plus one for the (N_out, N_in) copies), so one compilation of each
+  kernel serves every network depth; compiled code is cached on disk (``NUMBA_CACHE_DIR``).
+
+Which implementation ran is observable: ``rule.last_path`` is the path of the last ``learn`` or
+``predict`` call (``"numba-sample"``, ``"numba-batch"``, ``"numba-predict"``, ``"torch-sample"``,
+``"torch-batch"``, ``"torch-predict"``) and ``rule.path_counts`` counts the calls per path. There
+is no silent fallback: with ``backend: numba`` every call runs the numba kernels.
 
 All paths skip the backward pass and the update when no output neuron has a desire (then every
 desire is 0). Layers whose weights carry desire down keep a bit-identical (N_out, N_in) copy of
-the weights so that the rows of neurons with a desire are contiguous. Per-sample steps on the CPU
-run single-threaded (``sample_threads``): their operations are too small to gain from threads,
-and oversubscribed OpenMP threads make them up to 20× slower on a busy machine.
+the weights so that the rows of neurons with a desire are contiguous. The rule never changes
+torch's thread count (a process-wide setting that belongs to :mod:`snnlearn.runtime`, called by
+the Trainer/CLI); the numba path reads it and runs its chunks on a thread pool owned by the rule
+(:class:`snnlearn.backend.ChunkRunner`).
 
-Hyperparameters (``default_hparams``): ``T``, ``theta_p``, ``theta_input``, ``beta``,
+Hyperparameters (``default_hparams``): ``T``, ``threshold`` (θ_p; formerly ``theta_p``), ``theta_input``, ``beta``,
 ``beta_trace``, ``theta_out``, ``theta_hid``, ``lr``, ``lr_decay``, ``lr_schedule``,
 ``dropout_input``, ``dropout_hidden``, ``layer_delay``, ``error_margin``, ``output_sign``,
 ``hidden_error``, ``hidden_threshold_inclusive``, ``init`` (above) and the implementation knobs
 ``batch_reduction``, ``dtype`` (float32 | float64), ``backend``, ``sparse``, ``group_size``,
-``sample_threads``, ``learn_stats``.
+``learn_stats``.
 
 Statistics: ``learn`` returns ``loss`` (Eq. 6 on the output), per layer ``local_loss/<layer>`` (mean
 over neurons of ½e², e from Eq. 14 with the layer's desires; Fig. 6) and ``desire/<layer>`` (the
 fraction of neurons with a non-zero desire). ``predict`` reports ``spikes/input``,
-``spikes/hidden<k>``, ``spikes/output`` and ``spikes/total`` (hidden + output) per sample.
+``spikes/hidden<k>``, ``spikes/output`` and ``spikes/total`` (hidden + output) per sample. There
+is no ``decision_time``: the rate-coded decision is taken after all ``T`` steps.
 
 Evaluation: ``scores`` are the output spike counts; the strict metric needs the label's unique
 maximum (what the paper and the code use); ``silent`` = no output spike at all;
@@ -119,41 +132,38 @@ maximum (what the paper and the code use); ``silent`` = no output spike at all;
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..arch import parse_arch
+from ..backend import HAVE_NUMBA, ChunkRunner, choose_backend, chunk_plan, njit
 from .base import Decision, Rule
-
-try:  # optional CPU accelerator (the torch path is the fallback and the CUDA path)
-    import numba as _numba
-    import numpy as np
-
-    HAVE_NUMBA = True
-except Exception:  # pragma: no cover - depends on the environment
-    _numba = None
-    np = None
-    HAVE_NUMBA = False
 
 
 # ---------------------------------------------------------------------------------------------
 # numba kernels (CPU). Layout, per sample: S (L+1, T+1, maxN) uint8 spikes of every layer
 # (0 = input; slot 0 stays 0, slot t+1 holds step t), counts (L+1, maxN), desires d (L+1, maxN)
 # (row 0 unused), act (L, maxN) / n_act (L,) the active inputs of weight layer l (0-based).
-# Weights: tuples of (N_in, N_out) arrays ``wts`` and (N_out, N_in) copies ``wms`` (wms[0] is a
-# dummy). Same equations and the same order of operations as the torch path; only the order of
+# Weights: one flat buffer ``wflat`` holding every layer's (N_in, N_out) matrix at offset ``woff[l]``
+# and one flat buffer ``mflat`` with the (N_out, N_in) copies of layers l >= 1 at ``moff[l]``; the
+# kernels index them directly (views of the flat arguments), so that one compiled kernel serves every
+# network depth (tuples of arrays would be typed, and compiled, per length). Same equations and the same order of operations as the torch path; only the order of
 # the floating-point sums differs (event-driven accumulation instead of matrix products).
 # ---------------------------------------------------------------------------------------------
+_CODE_BITS = 62  # time steps per int64 word of the mini-batch kernel's spike-train codes
+
 if HAVE_NUMBA:
-    _njit = _numba.njit(cache=True, nogil=True, fastmath=False)
+    _njit = njit
 
     @_njit
-    def _nb_forward(lv, keep, in_scale, table, level_active, wts, sizes, T, beta, theta, delay,
+    def _nb_forward(lv, keep, in_scale, table, level_active, wflat, woff, sizes, T, beta, theta, delay,
                     S, counts, act, n_act, cur, v, ev_t, ev_i, pat_of_level, pat_table, G, pat_used, pat_list):  # pragma: no cover - compiled
         """Simulate one sample (input IF layer, LIF layers of Eq. 1 with dropout Eq. 16)."""
-        L = len(wts)
+        L = len(sizes) - 1
         n0 = sizes[0]
         n = 0
         for i in range(n0):
@@ -172,7 +182,7 @@ if HAVE_NUMBA:
             counts[0, i] = c
         n_act[0] = n
         for l in range(L):
-            W = wts[l]
+            w0 = woff[l]  # row i of the (N_in, N_out) matrix: wflat[w0 + i·N_out : … + N_out]
             n_out = sizes[l + 1]
             off = 1 if (l == 0 or delay == 0) else 0
             for t in range(T):
@@ -194,7 +204,8 @@ if HAVE_NUMBA:
                         for o in range(n_out):
                             grow[o] = 0.0
                     grow = G[p]
-                    wrow = W[act[0, k]]
+                    r0 = w0 + act[0, k] * n_out
+                    wrow = wflat[r0 : r0 + n_out]
                     for o in range(n_out):
                         grow[o] += wrow[o]
                 for q in range(n_pat):
@@ -218,7 +229,8 @@ if HAVE_NUMBA:
                             n_ev += 1
                 for e in range(n_ev):
                     crow = cur[ev_t[e]]
-                    wrow = W[ev_i[e]]
+                    r0 = w0 + ev_i[e] * n_out
+                    wrow = wflat[r0 : r0 + n_out]
                     for o in range(n_out):
                         crow[o] += wrow[o]
             sc = in_scale[l]
@@ -252,10 +264,10 @@ if HAVE_NUMBA:
                 n_act[l + 1] = n
 
     @_njit
-    def _nb_desires(counts, y, wms, sizes, keep, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, d):  # pragma: no cover
+    def _nb_desires(counts, y, mflat, moff, sizes, keep, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, d):  # pragma: no cover
         """Output desire (Eqs. 5, 10, 11) and hidden desires (Eqs. 12–15). Returns whether any
         output neuron has a desire."""
-        L = len(wms)
+        L = len(sizes) - 1
         any_out = False
         for k in range(sizes[L]):
             target = 1.0 if k == y else 0.0
@@ -271,8 +283,8 @@ if HAVE_NUMBA:
             d[L, k] = val
             if val != 0.0:
                 any_out = True
-        for l in range(L, 1, -1):  # desire of layer l−1 from layer l (weights wms[l−1], N_l × N_{l−1})
-            Wm = wms[l - 1]
+        for l in range(L, 1, -1):  # desire of layer l−1 from layer l (weights of layer l−1 as N_l × N_{l−1})
+            m0 = moff[l - 1]  # row h of the (N_l, N_{l−1}) copy: mflat[m0 + h·N_{l−1} : …]
             n_g = sizes[l - 1]
             for j in range(n_g):
                 d[l - 1, j] = 0.0
@@ -282,8 +294,9 @@ if HAVE_NUMBA:
                 if dh != 0.0:
                     a = (1.0 if dh > 0 else 0.0) - counts[l, h] / n_eff
                     p = dh * abs(a) if l1 else a * abs(dh)
+                    mrow = mflat[m0 + h * n_g : m0 + (h + 1) * n_g]
                     for j in range(n_g):
-                        d[l - 1, j] += p * Wm[h, j]
+                        d[l - 1, j] += p * mrow[j]
             for j in range(n_g):
                 x = d[l - 1, j]
                 ax = abs(x)
@@ -316,10 +329,10 @@ if HAVE_NUMBA:
             out[2 * l] += w * nz / sizes[l]
 
     @_njit
-    def _nb_update(S, counts, d, act, n_act, wts, wms, sizes, T, beta_tr, delay, lr, sel, q, acc):  # pragma: no cover
+    def _nb_update(S, counts, d, act, n_act, wflat, woff, mflat, moff, sizes, T, beta_tr, delay, lr, sel, q, acc):  # pragma: no cover
         """Eq. 4, in place: w_oi += η·d_o·Σ_t s_o[t]·r_i[t] for the active inputs i and the neurons
         o with a desire that spiked; the (N_out, N_in) copy gets the very same values."""
-        L = len(wts)
+        L = len(sizes) - 1
         for l in range(L):
             n_out = sizes[l + 1]
             ns = 0
@@ -334,8 +347,8 @@ if HAVE_NUMBA:
                     o = sel[j]
                     q[t, j] = S[l + 1, t + 1, o] * d[l + 1, o]
             off = 1 if (l == 0 or delay == 0) else 0
-            Wt = wts[l]
-            Wm = wms[l]
+            n_in = sizes[l]
+            w0, m0 = woff[l], moff[l]  # w[i, o] at wflat[w0 + i·N_out + o]; the copy at mflat[m0 + o·N_in + i]
             for k in range(n_act[l]):
                 i = act[l, k]
                 for j in range(ns):
@@ -348,21 +361,21 @@ if HAVE_NUMBA:
                             acc[j] += r * q[t, j]
                 for j in range(ns):
                     dw = acc[j] * lr
-                    Wt[i, sel[j]] += dw
+                    wflat[w0 + i * n_out + sel[j]] += dw
                     if l > 0:
-                        Wm[sel[j], i] += dw
+                        mflat[m0 + sel[j] * n_in + i] += dw
 
     @_njit
-    def _nb_learn_one(lv, y, keep, in_scale, table, level_active, wts, wms, sizes, T, beta, theta, delay,
+    def _nb_learn_one(lv, y, keep, in_scale, table, level_active, wflat, woff, mflat, moff, sizes, T, beta, theta, delay,
                       n_eff, thr_out, label_sign, l1, theta_hid, inclusive, beta_tr, lr,
                       S, counts, d, act, n_act, cur, v, sel, q, acc, ev_t, ev_i, pats, G, pat_used, pat_list, stats):  # pragma: no cover
         """One per-sample learning step; adds the statistics to ``stats``."""
-        _nb_forward(lv, keep, in_scale, table, level_active, wts, sizes, T, beta, theta, delay, S, counts, act, n_act, cur, v, ev_t, ev_i,
+        _nb_forward(lv, keep, in_scale, table, level_active, wflat, woff, sizes, T, beta, theta, delay, S, counts, act, n_act, cur, v, ev_t, ev_i,
                     pats[0], pats[1], G, pat_used, pat_list)
-        any_out = _nb_desires(counts, y, wms, sizes, keep, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, d)
+        any_out = _nb_desires(counts, y, mflat, moff, sizes, keep, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, d)
         _nb_stats(counts, d, sizes, y, n_eff, stats, 1.0)
         if any_out:
-            _nb_update(S, counts, d, act, n_act, wts, wms, sizes, T, beta_tr, delay, lr, sel, q, acc)
+            _nb_update(S, counts, d, act, n_act, wflat, woff, mflat, moff, sizes, T, beta_tr, delay, lr, sel, q, acc)
 
     # Mini-batches and evaluation run in chunks (samples or weight rows c, c + n, c + 2n, …) on a
     # small thread pool; the kernels release the GIL. (numba's parallel=True would do the same but
@@ -377,18 +390,18 @@ if HAVE_NUMBA:
                 np.empty(n_p, dtype=np.int64))
 
     @_njit
-    def _nb_batch_forward(LV, Y, KEEP, in_scale, table, level_active, wts, wms, sizes, T, beta, theta, delay,
+    def _nb_batch_forward(LV, Y, KEEP, in_scale, table, level_active, wflat, woff, mflat, moff, sizes, T, beta, theta, delay,
                           n_eff, thr_out, label_sign, l1, theta_hid, inclusive, pats,
                           S, counts, d, act, n_act, sel, n_sel, max_n, c, n_chunks, stats):  # pragma: no cover
         """Mini-batch phase 1 (frozen weights): forward pass, desires, statistics and the list of
         changing neurons of the samples c, c + n_chunks, …"""
         B = LV.shape[0]
-        L = len(wts)
+        L = len(sizes) - 1
         cur, v, ev_t, ev_i, G, pat_used, pat_list = _nb_forward_scratch(table, T, max_n, pats)
         for b in range(c, B, n_chunks):
-            _nb_forward(LV[b], KEEP[b], in_scale, table, level_active, wts, sizes, T, beta, theta, delay,
+            _nb_forward(LV[b], KEEP[b], in_scale, table, level_active, wflat, woff, sizes, T, beta, theta, delay,
                         S[b], counts[b], act[b], n_act[b], cur, v, ev_t, ev_i, pats[0], pats[1], G, pat_used, pat_list)
-            any_out = _nb_desires(counts[b], Y[b], wms, sizes, KEEP[b], n_eff, thr_out, label_sign, l1,
+            any_out = _nb_desires(counts[b], Y[b], mflat, moff, sizes, KEEP[b], n_eff, thr_out, label_sign, l1,
                                   theta_hid, inclusive, d[b])
             _nb_stats(counts[b], d[b], sizes, Y[b], n_eff, stats, 1.0 / B)
             for l in range(L):  # the neurons that change: a desire and at least one spike
@@ -403,7 +416,8 @@ if HAVE_NUMBA:
     @_njit
     def _nb_batch_prepare(l, S, d, act, n_act, sel, n_sel, T, delay, code, Q, c, n_chunks):  # pragma: no cover
         """Mini-batch phase 2a, layer l, samples c, c + n_chunks, …: the input spike trains as bit
-        codes (one load per input and sample in the update loop) and d∘S_out of the changing neurons."""
+        codes, ``_CODE_BITS`` steps per int64 word (one load per input, sample and word in the
+        update loop), and d∘S_out of the changing neurons."""
         B = S.shape[0]
         off = 1 if (l == 0 or delay == 0) else 0
         for b in range(c, B, n_chunks):
@@ -412,11 +426,12 @@ if HAVE_NUMBA:
                 continue
             for k in range(n_act[b, l]):
                 i = act[b, l, k]
-                cd = 0
-                for t in range(T):
-                    if S[b, l, t + off, i] != 0:
-                        cd |= 1 << t
-                code[i, b] = cd
+                for t0 in range(0, T, _CODE_BITS):
+                    cd = 0
+                    for t in range(t0, min(T, t0 + _CODE_BITS)):
+                        if S[b, l, t + off, i] != 0:
+                            cd |= 1 << (t - t0)
+                    code[i, b, t0 // _CODE_BITS] = cd
             for t in range(T):
                 for j in range(ns):
                     o = sel[b, l, j]
@@ -427,21 +442,27 @@ if HAVE_NUMBA:
         """Mini-batch phase 2b, layer l: the summed update (Eq. 4) of the weight rows i ≡ c (mod
         n_chunks) — each chunk owns its rows, so no two threads write the same weight."""
         n_in, n_out = Wt.shape
-        B = code.shape[1]
+        B, n_words = code.shape[1], code.shape[2]
         r = np.empty(T, dtype=Wt.dtype)
         loc = np.empty(Q.shape[2], dtype=Wt.dtype)
         acc = np.zeros(n_out, dtype=Wt.dtype)
         for i in range(c, n_in, n_chunks):
             touched = False
             for b in range(B):
-                cd = code[i, b]
-                if cd == 0:
+                spiked = False
+                for w in range(n_words):
+                    if code[i, b, w] != 0:
+                        spiked = True
+                if not spiked:
                     continue
                 ns = n_sel[b, l]
                 rr = 0.0
-                for t in range(T):  # trace (Eq. 3) of input i as layer l sees it
-                    rr = beta_tr * rr + ((cd >> t) & 1)
-                    r[t] = rr
+                for w in range(n_words):  # trace (Eq. 3) of input i as layer l sees it
+                    cd = code[i, b, w]
+                    t0 = w * _CODE_BITS
+                    for t in range(t0, min(T, t0 + _CODE_BITS)):
+                        rr = beta_tr * rr + ((cd >> (t - t0)) & 1)
+                        r[t] = rr
                 for j in range(ns):
                     loc[j] = 0.0
                 for t in range(T):
@@ -470,18 +491,18 @@ if HAVE_NUMBA:
                         Wm[o0 + oo, i0 + ii] = Wt[i0 + ii, o0 + oo]
 
     @_njit
-    def _nb_predict_part(LV, keep, in_scale, table, level_active, wts, sizes, T, beta, theta, delay, max_n, pats,
+    def _nb_predict_part(LV, keep, in_scale, table, level_active, wflat, woff, sizes, T, beta, theta, delay, max_n, pats,
                          c, n_chunks, scores, totals):  # pragma: no cover
         """Evaluation of the samples c, c + n_chunks, …: output spike counts and spikes per layer."""
         B = LV.shape[0]
-        L = len(wts)
+        L = len(sizes) - 1
         S = np.empty((L + 1, T + 1, max_n), dtype=np.uint8)
         counts = np.empty((L + 1, max_n), dtype=table.dtype)
         act = np.empty((L, max_n), dtype=np.int64)
         n_act = np.empty(L, dtype=np.int64)
         cur, v, ev_t, ev_i, G, pat_used, pat_list = _nb_forward_scratch(table, T, max_n, pats)
         for b in range(c, B, n_chunks):
-            _nb_forward(LV[b], keep, in_scale, table, level_active, wts, sizes, T, beta, theta, delay,
+            _nb_forward(LV[b], keep, in_scale, table, level_active, wflat, woff, sizes, T, beta, theta, delay,
                         S, counts, act, n_act, cur, v, ev_t, ev_i, pats[0], pats[1], G, pat_used, pat_list)
             for k in range(sizes[L]):
                 scores[b, k] = counts[L, k]
@@ -491,28 +512,6 @@ if HAVE_NUMBA:
                     s += counts[l, o]
                 totals[b, l] = s
 
-
-_POOL: Any = None
-
-
-def _run_chunks(fn, n_chunks: int, workers: int | None = None) -> None:
-    """Run ``fn(c)`` for c = 0 … n_chunks − 1 on a shared pool of ``workers`` threads (the numba
-    kernels release the GIL); inline with one worker. More chunks than workers balance the load
-    when other processes share the cores."""
-    global _POOL
-    workers = n_chunks if workers is None else workers
-    if workers <= 1 or n_chunks <= 1:
-        for c in range(n_chunks):
-            fn(c)
-        return
-    if _POOL is None or _POOL._max_workers != workers:
-        from concurrent.futures import ThreadPoolExecutor
-
-        if _POOL is not None:
-            _POOL.shutdown(wait=True)
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="desire")
-    for f in [_POOL.submit(fn, c) for c in range(n_chunks)]:
-        f.result()
 
 _CHOICES = {
     "output_sign": ("error", "label"),
@@ -525,7 +524,29 @@ _CHOICES = {
 
 
 class DesireBP(Rule):
-    """Desire backpropagation with desire-gated STDP (see the module docstring).
+    """Desire backpropagation with desire-gated STDP (see the module docstring for the equations).
+
+    Example::
+
+        from snnlearn.rules import get_rule
+
+        rule = get_rule("desire")("784-1600-800-10", (1, 28, 28), 10, variant="reference",
+                                  dropout_hidden=0.3, seed=0)
+        rule.start_epoch(0)                        # learning-rate schedule (§5.2)
+        stats = rule.learn(images[:1], labels[:1])  # raw uint8 images or rule.encode(images)
+        decision = rule.predict(images)            # scores = output spike counts
+
+    Args:
+        arch, input_shape, n_classes, variant, device, seed: see :class:`~snnlearn.rules.base.Rule`
+            (keyword-only from ``variant`` on).
+        **hparams: any key of :meth:`default_hparams` (``T``, ``threshold``, ``lr``, …); a bad value
+            raises a one-line ``ValueError`` naming the key and the value.
+
+    Attributes:
+        last_path: the implementation of the last ``learn``/``predict`` call
+            (``"numba-sample"``, ``"numba-batch"``, ``"numba-predict"``, ``"torch-sample"``,
+            ``"torch-batch"``, ``"torch-predict"``); ``path_counts`` counts calls per path.
+        weights_t: per layer the (N_in, N_out) weights (views of one flat buffer).
 
     State: ``fc{l}.weight`` (N_l × N_{l−1}) for l = 1..L, plus the generator (dropout) state and
     the epoch counter (learning-rate schedule).
@@ -533,6 +554,13 @@ class DesireBP(Rule):
 
     name = "desire"
     variants = ("paper", "reference")
+    renamed_hparams = {"theta_p": "threshold"}
+    #: Hyperparameters that no longer exist: old configs still load (DeprecationWarning), the value
+    #: is ignored. ``sample_threads`` toggled torch's process-wide thread count inside ``learn``.
+    removed_hparams: dict[str, str] = {
+        "sample_threads": "the rule no longer changes torch's thread count; threads are a process "
+                          "setting (snnlearn.runtime, set by the Trainer/CLI)",
+    }
     _col_fraction = 0.25  # update only the changed columns when fewer than this fraction change
 
     @classmethod
@@ -541,7 +569,7 @@ class DesireBP(Rule):
             raise ValueError(f"unknown variant {variant!r} for rule 'desire'; choose from {list(cls.variants)}")
         hp: dict[str, Any] = {
             "T": 20,  # time steps per sample
-            "theta_p": 1.0,  # LIF firing threshold θ_p (Eq. 1)
+            "threshold": 1.0,  # LIF firing threshold θ_p (Eq. 1)
             "theta_input": 1.0,  # IF threshold of the input encoder (§5.1)
             "beta": 0.75,  # membrane decay β_p (Eq. 1)
             "beta_trace": 0.75,  # trace decay β_r (Eq. 3)
@@ -555,7 +583,6 @@ class DesireBP(Rule):
             "dtype": "float32",
             "sparse": "auto",  # gather active rows (CPU) or dense products (CUDA); same results
             "learn_stats": True,  # per-layer local losses and desire fractions from learn()
-            "sample_threads": 1,  # CPU threads for per-sample (B = 1) steps; 0 keeps torch's setting
             "group_size": 4,  # mini-batches (sparse path): simulate in label-sorted groups of this size (0: all)
             "backend": "auto",  # "numba" (CPU, if installed), "torch", or "auto" (numba on the CPU when available)
         }
@@ -581,6 +608,15 @@ class DesireBP(Rule):
             )
         return hp
 
+    @classmethod
+    def _translate_renamed(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        out = super()._translate_renamed(hparams)
+        for old, why in cls.removed_hparams.items():
+            if old in out:
+                warnings.warn(f"rule {cls.name!r}: hyperparameter {old!r} is ignored: {why}", DeprecationWarning, stacklevel=3)
+                del out[old]
+        return out
+
     # ------------------------------------------------------------------ construction
     def __init__(
         self,
@@ -597,24 +633,23 @@ class DesireBP(Rule):
         h = self.hparams
         for key, allowed in _CHOICES.items():
             if h[key] not in allowed:
-                raise ValueError(f"desire: {key} must be one of {list(allowed)}, got {h[key]!r}")
-        self.T = int(h["T"])
-        if self.T < 1:
-            raise ValueError(f"desire: T must be >= 1, got {h['T']!r}")
-        self.n_eff = self.T - int(h["error_margin"])
-        if self.n_eff <= 0:
-            raise ValueError(f"desire: error_margin ({h['error_margin']}) must be smaller than T ({self.T})")
-        if int(h["layer_delay"]) not in (0, 1):
-            raise ValueError(f"desire: layer_delay must be 0 or 1, got {h['layer_delay']!r}")
-        self.delay = int(h["layer_delay"])
+                raise self.hparam_error(key, h[key], f"must be one of {list(allowed)}")
+        self.T = self._number("T", lambda v: v >= 1, "must be an integer >= 1", integer=True)
+        margin = self._number("error_margin", lambda v: 0 <= v < self.T, f"must be an integer in 0..T-1 (T={self.T})",
+                              integer=True)
+        self.n_eff = self.T - margin
+        self.delay = self._number("layer_delay", lambda v: v in (0, 1), "must be 0 or 1", integer=True)
         for key in ("dropout_input", "dropout_hidden"):
-            if not 0.0 <= float(h[key]) < 1.0:
-                raise ValueError(f"desire: {key} must be in [0, 1), got {h[key]!r}")
-        for key in ("theta_p", "theta_input", "lr"):
-            if float(h[key]) <= 0:
-                raise ValueError(f"desire: {key} must be positive, got {h[key]!r}")
+            self._number(key, lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
+        for key in ("threshold", "theta_input", "lr"):
+            self._number(key, lambda v: v > 0, "must be > 0")
+        for key in ("beta", "beta_trace"):
+            self._number(key, lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
+        for key in ("theta_out", "theta_hid", "lr_decay"):
+            self._number(key, lambda v: v >= 0, "must be >= 0")
         if h["sparse"] not in ("auto", True, False):
-            raise ValueError(f"desire: sparse must be auto, true or false, got {h['sparse']!r}")
+            raise self.hparam_error("sparse", h["sparse"], "must be auto, true or false")
+        self._number("group_size", lambda v: v >= 0, "must be an integer >= 0", integer=True)
 
         spec = parse_arch(arch, self.input_shape)
         bad = [l.kind for l in spec.layers if l.kind != "linear"]
@@ -632,15 +667,12 @@ class DesireBP(Rule):
         self.layer_names = [f"hidden{l}" for l in range(1, self.n_layers)] + ["output"]
         self.dtype = torch.float64 if h["dtype"] == "float64" else torch.float32
         self.sparse = (self.device.type == "cpu") if h["sparse"] == "auto" else bool(h["sparse"])
-        if h["backend"] not in ("auto", "numba", "torch"):
-            raise ValueError(f"desire: backend must be auto, numba or torch, got {h['backend']!r}")
-        if h["backend"] == "numba" and not (HAVE_NUMBA and self.device.type == "cpu"):
-            raise ValueError("desire: backend numba needs the numba package and device cpu; use backend torch")
-        self.backend = "numba" if (h["backend"] != "torch" and HAVE_NUMBA and self.device.type == "cpu") else "torch"
+        self.backend = choose_backend(h["backend"], self.device, self.name)
+        self._runner = ChunkRunner(self.name)  # threads for mini-batches and evaluation (numba)
 
         self.beta = float(h["beta"])
         self.beta_trace = float(h["beta_trace"])
-        self.theta = float(h["theta_p"])
+        self.theta = float(h["threshold"])
         self.theta_out = float(h["theta_out"])
         # θ_out·N_eff as the decimal the user meant (0.3·20 = 6, not 6.000000000000001)
         thr = self.theta_out * self.n_eff
@@ -655,18 +687,31 @@ class DesireBP(Rule):
         # spiked (forward) is a contiguous copy; layers whose weights carry desire down (all but
         # the first) also keep a bit-identical (N_out, N_in) copy, so that the rows of the neurons
         # with a desire (Eq. 15) are contiguous too. Both receive the very same update values.
-        # state_tensors() exports the usual (N_out, N_in).
+        # state_tensors() exports the usual (N_out, N_in). All matrices are views of two flat
+        # buffers (offsets ``_woff``/``_moff``), which the numba kernels take whatever the depth.
+        numel = [a * b for a, b in zip(self.sizes[:-1], self.sizes[1:])]
+        self._woff = np.cumsum([0] + numel[:-1]).astype(np.int64)
+        self._moff = np.cumsum([0, 0] + numel[1:-1]).astype(np.int64)  # layer 0 has no copy
+        self._wt_flat = torch.empty(sum(numel), device=self.device, dtype=self.dtype)
+        self._wm_flat = torch.empty(sum(numel[1:]), device=self.device, dtype=self.dtype)
         self.weights_t: list[Tensor] = []
         self.weights_m: list[Tensor | None] = []
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             std = math.sqrt(2.0 / n_in)
             if h["init"] == "kaiming_normal":
                 w = torch.randn((n_out, n_in), generator=self.generator, device=self.device, dtype=torch.float32) * std
             else:
                 bound = math.sqrt(3.0) * std
                 w = (torch.rand((n_out, n_in), generator=self.generator, device=self.device, dtype=torch.float32) * 2 - 1) * bound
-            self.weights_t.append(w.to(self.dtype).t().contiguous())
-            self.weights_m.append(w.to(self.dtype).contiguous() if len(self.weights_t) > 1 else None)
+            wt = self._wt_flat[int(self._woff[l]) : int(self._woff[l]) + numel[l]].view(n_in, n_out)
+            wt.copy_(w.t())
+            self.weights_t.append(wt)
+            if l == 0:
+                self.weights_m.append(None)
+            else:
+                wm = self._wm_flat[int(self._moff[l]) : int(self._moff[l]) + numel[l]].view(n_out, n_in)
+                wm.copy_(w)
+                self.weights_m.append(wm)
 
         # Input IF neuron for every 8-bit level, step by step in the rule's dtype (§5.1).
         x = torch.arange(256, device=self.device, dtype=self.dtype) / 255.0
@@ -689,10 +734,33 @@ class DesireBP(Rule):
 
         self.epoch = 0
         self.lr_now = float(h["lr"])
+        self.last_path: str | None = None
+        self.path_counts: dict[str, int] = {}
         self._buffers: dict[tuple[int, bool], dict[str, Any]] = {}
         self._scratch_bufs: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
+    def _number(self, key: str, ok, expected: str, integer: bool = False) -> Any:
+        """The hyperparameter ``key`` as a number (an int if ``integer``), or the rule's one-line
+        error naming the key and the value."""
+        given = v = self.hparams[key]
+        if isinstance(v, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                raise self.hparam_error(key, given, expected) from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (integer and v != int(v)):
+            raise self.hparam_error(key, given, expected)
+        v = int(v) if integer else float(v)
+        if not ok(v):
+            raise self.hparam_error(key, given, expected)
+        return v
+
+    def _note_path(self, path: str) -> None:
+        """Record which implementation ran (``last_path``, ``path_counts``); see the class docstring."""
+        self.last_path = path
+        self.path_counts[path] = self.path_counts.get(path, 0) + 1
+
     def _buf(self, batch: int) -> dict[str, Any]:
         key = (batch, True)
         buf = self._buffers.get(key)
@@ -884,41 +952,41 @@ class DesireBP(Rule):
 
     @torch.no_grad()
     def learn(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """One learning step on a batch (B = 1: per-sample SGD; B > 1: the updates of all samples,
+        computed from the same weights, summed or averaged). ``x``: raw 8-bit images
+        (B, *input_shape) or their encoding (B, N0) uint8 levels; ``y``: (B,) labels."""
+        x = self.as_encoded(x)
+        y = torch.as_tensor(y)
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"rule 'desire': labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        bad = y[(y < 0) | (y >= self.n_classes)] if y.numel() else y
+        if bad.numel():
+            raise ValueError(f"rule 'desire': labels must be in 0..{self.n_classes - 1}, got {bad[0].item()!r}")
         masks = self.draw_dropout_masks(x.shape[0]) if (self.p_in > 0 or self.p_hid > 0) else None
         lv, y = self._levels(x), y.to(self.device).long()
         if self.backend == "numba":
             return self._learn_numba(lv, y, masks)
-        n = int(self.hparams["sample_threads"])
-        if n > 0 and lv.shape[0] == 1 and self.device.type == "cpu" and torch.get_num_threads() > n:
-            # A per-sample step is ~300 tiny ops: extra threads do not help them, and on a busy
-            # machine each OpenMP parallel region waits for a descheduled thread (20x slower).
-            before = torch.get_num_threads()
-            torch.set_num_threads(n)
-            try:
-                return self._learn(lv, y, masks)
-            finally:
-                torch.set_num_threads(before)
         return self._learn(lv, y, masks)
 
     # ------------------------------------------------------------------ numba backend (CPU)
     def _nb_state(self) -> dict[str, Any]:
         """numpy views of the weights (shared memory) and the constant arrays of the kernels."""
         st = getattr(self, "_nb_cache", None)
-        key = list(self.weights_t) + list(self.weights_m)
-        if st is not None and len(st["key"]) == len(key) and all(a is b for a, b in zip(st["key"], key)):
-            return st  # (the cache holds the tensors themselves, so identity cannot be recycled)
+        if st is not None:
+            return st
         npdt = np.float64 if self.dtype == torch.float64 else np.float32
         L, max_n = self.n_layers, max(self.sizes)
-        dummy = np.zeros((1, 1), dtype=npdt)
         # distinct IF spike trains of the 256 levels, and the train of each level
         trains, pat_of_level = torch.unique(self._if_table.cpu().t(), dim=0, return_inverse=True)
         pats = (pat_of_level.numpy().astype(np.int64), np.ascontiguousarray(trains.t().numpy().astype(np.uint8)))
         n_p = pats[1].shape[1]
         st = {
-            "key": key,
             "npdt": npdt,
-            "wts": tuple(w.numpy() for w in self.weights_t),
-            "wms": tuple(dummy if w is None else w.numpy() for w in self.weights_m),
+            # numpy views sharing memory with the torch buffers (updates land in both)
+            "wflat": self._wt_flat.numpy(), "woff": self._woff,
+            "mflat": self._wm_flat.numpy(), "moff": self._moff,
+            "wts": [w.numpy() for w in self.weights_t],
+            "wms": [None if w is None else w.numpy() for w in self.weights_m],
             "sizes": np.asarray(self.sizes, dtype=np.int64),
             "table": self._if_table.cpu().numpy(),
             "level_active": self._level_active.cpu().numpy().astype(np.uint8),
@@ -951,41 +1019,41 @@ class DesireBP(Rule):
         self._nb_cache = st
         return st
 
-    def _nb_keep(self, st: dict, masks: list[Tensor | None] | None, B: int) -> tuple[Any, Any]:
-        """Keep flags (B, L, max N) uint8 (or (L, max N) for one sample) and input scales (Eq. 16)."""
+    def _nb_keep(self, st: dict, masks: list[Tensor | None] | None, B: int, one: bool) -> tuple[Any, Any]:
+        """Keep flags (B, L, max N) uint8 (or (L, max N) for the per-sample kernel, ``one``) and
+        input scales (Eq. 16)."""
         L = self.n_layers
         scale = np.ones(L, dtype=np.float64)
         if masks is None:
-            return (st["keep1"] if B == 1 else np.ones((B, L, st["max_n"]), dtype=np.uint8)), scale
+            return (st["keep1"] if one else np.ones((B, L, st["max_n"]), dtype=np.uint8)), scale
         keep = np.ones((B, L, st["max_n"]), dtype=np.uint8)
         for l, m in enumerate(masks):
             if m is not None:
                 keep[:, l, : m.shape[1]] = m.cpu().numpy()
                 scale[l] = self._in_scale[l]
-        return (keep[0] if B == 1 else keep), scale
+        return (keep[0] if one else keep), scale
 
-    def _learn_numba(self, lv: Tensor, y: Tensor, masks: list[Tensor | None] | None, record: dict | None = None) -> dict[str, float]:
+    def _learn_numba(self, lv: Tensor, y: Tensor, masks: list[Tensor | None] | None, record: dict | None = None,
+                     force_batch: bool = False) -> dict[str, float]:
+        """One step on the numba kernels: the per-sample kernel for B = 1, else the mini-batch
+        kernels (``force_batch``: also for B = 1, which must give the very same weights)."""
         st = self._nb_state()
         B, L = lv.shape[0], self.n_layers
         lr = self.lr_now / B if self.hparams["batch_reduction"] == "mean" else self.lr_now
         lr_t = st["npdt"](lr)
         beta, theta, delay, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, beta_tr = st["scalars"]
-        keep, scale = self._nb_keep(st, masks, B)
+        per_sample = B == 1 and not force_batch
+        keep, scale = self._nb_keep(st, masks, B, per_sample)
         scale = scale.astype(st["npdt"])
         stats = np.zeros(2 * L + 1, dtype=np.float64)
         LV = lv.cpu().numpy()
         Y = y.cpu().numpy().astype(np.int64)
         if record is not None:
             record["weights_before"] = [w.t().clone() for w in self.weights_t]
-        if B > 1 and self.T > 62:  # the batch kernel keeps spike trains as 64-bit codes
-            saved, self.backend = self.backend, "torch"
-            try:
-                return self._learn(lv, y, masks, record=record)
-            finally:
-                self.backend = saved
-        if B == 1:
+        self._note_path("numba-sample" if per_sample else "numba-batch")
+        if per_sample:
             b = st["one"]
-            _nb_learn_one(LV[0], int(Y[0]), keep, scale, st["table"], st["level_active"], st["wts"], st["wms"], st["sizes"],
+            _nb_learn_one(LV[0], int(Y[0]), keep, scale, st["table"], st["level_active"], st["wflat"], st["woff"], st["mflat"], st["moff"], st["sizes"],
                           self.T, beta, theta, delay, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, beta_tr, lr_t,
                           b["S"], b["counts"], b["d"], b["act"], b["n_act"], b["cur"], b["v"], b["sel"], b["q"], b["acc"],
                           b["ev_t"], b["ev_i"], st["pats"], b["G"], b["pat_used"], b["pat_list"], stats)
@@ -1006,38 +1074,32 @@ class DesireBP(Rule):
                     "n_sel": np.zeros((B, L), dtype=np.int64),
                 }
                 st["batch"][B] = b
-            n_chunks, workers = self._nb_threads(B)
+            n_chunks, workers = chunk_plan(B)
             parts = np.zeros((n_chunks, 2 * L + 1), dtype=np.float64)
             wts, wms, sizes, T = st["wts"], st["wms"], st["sizes"], self.T
 
             def forward(c: int) -> None:
-                _nb_batch_forward(LV, Y, keep, scale, st["table"], st["level_active"], wts, wms, sizes, T, beta, theta,
+                _nb_batch_forward(LV, Y, keep, scale, st["table"], st["level_active"], st["wflat"], st["woff"], st["mflat"], st["moff"], sizes, T, beta, theta,
                                   delay, n_eff, thr_out, label_sign, l1, theta_hid, inclusive, st["pats"], b["S"],
                                   b["counts"], b["d"], b["act"], b["n_act"], b["sel"], b["n_sel"], st["max_n"], c, n_chunks, parts[c])
 
-            _run_chunks(forward, n_chunks, workers)
+            self._runner.run(forward, n_chunks, workers)
             stats += parts.sum(0)
             for l in range(L):  # phase 2, after every forward pass: the summed update, layer by layer
                 max_sel = int(b["n_sel"][:, l].max())
                 if max_sel == 0:
                     continue
-                code = np.zeros((self.sizes[l], B), dtype=np.int64)
+                code = np.zeros((self.sizes[l], B, -(-T // _CODE_BITS)), dtype=np.int64)
                 Q = np.zeros((B, T, max_sel), dtype=st["npdt"])
-                _run_chunks(lambda c: _nb_batch_prepare(l, b["S"], b["d"], b["act"], b["n_act"], b["sel"], b["n_sel"],
+                self._runner.run(lambda c: _nb_batch_prepare(l, b["S"], b["d"], b["act"], b["n_act"], b["sel"], b["n_sel"],
                                                         T, delay, code, Q, c, n_chunks), n_chunks, workers)
-                _run_chunks(lambda c: _nb_batch_update(l, wts[l], code, Q, b["sel"], b["n_sel"], T, beta_tr, lr_t, c, n_chunks),
+                self._runner.run(lambda c: _nb_batch_update(l, wts[l], code, Q, b["sel"], b["n_sel"], T, beta_tr, lr_t, c, n_chunks),
                             n_chunks, workers)
                 if l > 0:
-                    _run_chunks(lambda c: _nb_transpose(wts[l], wms[l], c, n_chunks), n_chunks, workers)
+                    self._runner.run(lambda c: _nb_transpose(wts[l], wms[l], c, n_chunks), n_chunks, workers)
             if record is not None:
                 self._nb_record(record, lv, masks, b["S"], b["d"])
         return self._stats_dict(torch.from_numpy(stats)) if self.hparams["learn_stats"] else {}
-
-    def _nb_threads(self, work: int) -> tuple[int, int]:
-        """(chunks, worker threads) for the thread pool: torch's thread setting is the user's knob;
-        four chunks per thread, at most ``work``."""
-        workers = max(1, min(torch.get_num_threads(), work))
-        return (1 if workers == 1 else min(4 * workers, work)), workers
 
     def _nb_record(self, record: dict, lv: Tensor, masks, S, d) -> None:
         """Internals of the numba step in the layout of :meth:`_record` (for the tests)."""
@@ -1068,11 +1130,17 @@ class DesireBP(Rule):
         order = torch.sort(y, stable=True).indices
         return list(order.split(g))
 
-    def _learn(self, lv: Tensor, y: Tensor, masks: list[Tensor | None] | None, record: dict | None = None) -> dict[str, float]:
+    def _learn(self, lv: Tensor, y: Tensor, masks: list[Tensor | None] | None, record: dict | None = None,
+               force_batch: bool = False) -> dict[str, float]:
+        """One step on the torch path: in place for B = 1 or a single group, else label-sorted
+        groups with deferred updates (``force_batch``: the deferred path also for one group)."""
         B = lv.shape[0]
+        self._note_path("torch-sample" if B == 1 and not force_batch else "torch-batch")
         lr = self.lr_now / B if self.hparams["batch_reduction"] == "mean" else self.lr_now
         want_stats = bool(self.hparams["learn_stats"])
         groups = self._groups(y)
+        if groups is None and force_batch:
+            groups = [torch.arange(B, device=self.device)]
         if groups is None:  # per-sample training, or the whole batch at once: update in place
             spikes, counts, inputs, _ = self._forward(lv, masks)
             desires, e = self._desires(counts, y, masks)
@@ -1180,8 +1248,11 @@ class DesireBP(Rule):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Decision:
+        """Output spike counts over ``T`` steps (no dropout) and per-layer spike statistics."""
+        x = self.as_encoded(x)
         lv = self._levels(x)
         if self.backend == "numba" and lv.shape[0] > 0:
+            self._note_path("numba-predict")
             nb = self._nb_state()
             B = lv.shape[0]
             sc_np = np.zeros((B, self.n_classes), dtype=nb["npdt"])
@@ -1189,13 +1260,14 @@ class DesireBP(Rule):
             beta, theta, delay = nb["scalars"][:3]
             LV = lv.cpu().numpy()
             scale1 = nb["scale1"].astype(nb["npdt"])
-            n_chunks, workers = self._nb_threads(B)
-            _run_chunks(lambda c: _nb_predict_part(LV, nb["keep1"], scale1, nb["table"], nb["level_active"], nb["wts"], nb["sizes"],
+            n_chunks, workers = chunk_plan(B)
+            self._runner.run(lambda c: _nb_predict_part(LV, nb["keep1"], scale1, nb["table"], nb["level_active"], nb["wflat"], nb["woff"], nb["sizes"],
                                                    self.T, beta, theta, delay, nb["max_n"], nb["pats"], c, n_chunks, sc_np, st_np),
                         n_chunks, workers)
             sc = torch.from_numpy(sc_np).float()
             st = torch.from_numpy(st_np).float()
         else:
+            self._note_path("torch-predict")
             chunk = 256
             scores, stats_parts = [], []
             for lo in range(0, lv.shape[0], chunk):
@@ -1222,7 +1294,7 @@ class DesireBP(Rule):
     def spike_counts(self, x: Tensor, chunk: int = 256) -> list[Tensor]:
         """Per-neuron spike counts of every layer (input, hidden…, output) for encoded (or raw 8-bit)
         inputs, without dropout: a list of (B, N_l) float tensors (for analyses, Fig. 7)."""
-        lv = self._levels(x)
+        lv = self._levels(self.as_encoded(x))
         parts: list[list[Tensor]] = []
         for lo in range(0, lv.shape[0], chunk):
             part = lv[lo : lo + chunk]
@@ -1254,10 +1326,10 @@ class DesireBP(Rule):
             expect = (self.sizes[l + 1], self.sizes[l])
             if tuple(w.shape) != expect:
                 raise ValueError(f"desire: {key} has shape {tuple(w.shape)}, expected {expect}")
-            self.weights_t[l] = w.to(self.device, self.dtype).t().contiguous()
-            if self.weights_m[l] is not None:  # a copy: never alias the caller's tensor
-                self.weights_m[l] = w.detach().to(self.device, self.dtype, copy=True).contiguous()
-        self._nb_cache = None
+            w = w.detach().to(self.device, self.dtype)
+            self.weights_t[l].copy_(w.t())  # into the flat buffers: never alias the caller's tensor
+            if self.weights_m[l] is not None:
+                self.weights_m[l].copy_(w)
 
     def state_json(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "lr_now": self.lr_now}

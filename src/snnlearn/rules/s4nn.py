@@ -9,10 +9,16 @@ Notation: ``t_i`` presynaptic firing time, ``t_j`` postsynaptic, ``d`` the per-l
 ``θ`` the threshold, ``g`` the error signal in "e-space" (``g = -δ`` of the paper, Eq. 14), ``c``
 the weight-decay factor.
 
+The machinery S4NN shares with BS4NN and STiDi-BP (input code, first-spike decision, relative
+targets, normalisation, per-layer values, dead neurons, binary weights) lives in
+:mod:`snnlearn.rules.single_spike`; this module keeps the IF forward pass and Eqs. 13-15.
+
 Forward, both variants (Eqs. 1-4)
 ----------------------------------
 1. Eq. 1: ``t = ⌊(255 − I)·t_max/255⌋`` (``input_rounding="floor"``, the authors' code; ``"round"``
-   is the nearest-integer reading of Eq. 1's bracket). Black pixels fire at ``t_max``.
+   is the nearest-integer reading of Eq. 1's bracket). Black pixels fire at ``t_max``
+   (``input_t_end`` moves them earlier, as BS4NN does). Raw uint8 images given to ``learn`` or
+   ``predict`` are encoded on the way in (``Rule.as_encoded``).
 2. Eq. 3: ``V_j(s) = Σ_i w_ij [t_i ≤ s]`` (the sum of Eq. 3 starts at τ = 1 in print; we let a
    spike at 0 count, as the code does). The potential only changes at presynaptic spike times,
    so it is accumulated event by event in time order (inputs sorted by time, ties in index order).
@@ -24,9 +30,12 @@ Forward, both variants (Eqs. 1-4)
    which is the same as being silent. So presynaptic spikes at ``t ≥ t_max − d`` are skipped in
    the forward pass, and (point 8) a spike at ``t_max`` is never causal.
 
-Decision (§2.2): the first output neuron to fire; scores are ``−t``; a sample whose outputs are
-all silent has no decision (``silent``). The authors' evaluation (``reference_scores``) uses, for
-all-silent samples, the output potential at slot ``t_max − 3`` (argmax), and counts ties correct.
+Decision (§2.2, :func:`~snnlearn.rules.single_spike.first_spike_decision`): the first output
+neuron to fire; scores are ``−t``; a sample whose outputs are all silent has no decision
+(``silent``). The authors' evaluation (``reference_scores``) uses, for all-silent samples, the
+output potential at slot ``t_max − 3`` (argmax), and counts ties correct. Stats per sample:
+``decision_time``, ``spikes/input``, ``spikes/hidden<k>``, ``spikes/output`` (real spikes up to
+the decision) and ``spikes/total`` (hidden + output).
 
 Learning, one sample (``learn`` with B = 1), in this order
 -----------------------------------------------------------
@@ -57,9 +66,15 @@ Learning, one sample (``learn`` with B = 1), in this order
     re-drawn from its layer's initial distribution; the counts restart. ``dead_neuron_layers``
     says which layers are checked (``"all"`` or ``"hidden"``).
 
-Mini-batch (``learn`` with B > 1): every sample's update of step 9 is computed from the same
-frozen weights (forward and ``W_eff`` of 9c included) and the mean ``Δw`` is applied once, with
-one decay. B = 1 is exactly the per-sample algorithm.
+Binary weights (BS4NN, :mod:`snnlearn.rules.bs4nn`; off for S4NN): the forward pass sums
+``sign(W)`` and tests against ``θ/α_l``; after step 9b, 9d ``α_l ← α_l − μ_l·mean_{i,j}(g_j·m_ij·
+sign(w_ij))`` with the updated W; 9c uses the real-valued W. Targets use BS4NN's all-silent rule.
+
+Mini-batch (``learn`` with B > 1, ``batch_mode="mean"``): every sample's update of step 9 is
+computed from the same frozen weights (forward and ``W_eff`` of 9c included) and the mean ``Δw``
+is applied once, with one decay. B = 1 is exactly the per-sample algorithm. ``"sequential"``:
+per-sample SGD through the batch in order; ``"resample"``: per-sample SGD on B draws with
+replacement from the batch (the rule's generator).
 
 Variants (``default_hparams``)
 ------------------------------
@@ -87,15 +102,16 @@ output neurons, whose error is defined directly by Eqs. 9, 17, 18.
 
 Implementation: on the CPU a numba kernel runs the per-sample algorithm event by event (inputs
 counting-sorted by time, potentials accumulated row by row, first crossing checked at each
-distinct input time, updates restricted to the rows of presynaptic neurons that spiked before
-``t_max``). Without numba, and on CUDA, a batched torch path does the same with sort + gather +
+distinct input time, updates restricted to the rows of presynaptic neurons that spiked early
+enough to be causal for a neuron with a non-zero error; BS4NN keeps an int8 copy of sign(W) in
+step with W, written in the same pass as the update). ``predict`` runs chunks of samples on the
+rule's own threads (:class:`snnlearn.backend.ChunkRunner`). Without numba, and on CUDA, a batched torch path does the same with sort + gather +
 cumsum over the (padded) active inputs of each sample. Both paths are tested against the literal
 loop reference in ``tests/s4nn_reference.py``.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any
 
@@ -104,31 +120,40 @@ import torch
 from torch import Tensor
 
 from ..arch import parse_arch
-from ..encoding import time_to_first_spike
+from ..backend import HAVE_NUMBA, ChunkRunner, choose_backend, chunk_plan, njit
 from .base import Decision, Rule
+from .single_spike import (
+    NORMALISATIONS,
+    TARGET_RULES,
+    binary_sign,
+    dead_neurons,
+    encode_first_spike,
+    first_spike_decision,
+    layer_init_ranges,
+    layer_names,
+    normalise,
+    per_layer,
+    reinit_neurons,
+    relative_targets,
+    spike_counts_until_decision,
+)
 
-try:  # optional CPU accelerator
-    import numba as _numba
+if HAVE_NUMBA:
+    from .single_spike import nb_decision_counts, nb_normalise, nb_relative_targets
 
-    HAVE_NUMBA = True
-except Exception:  # pragma: no cover - depends on the environment
-    _numba = None
-    HAVE_NUMBA = False
-
-_NORMS = {"none": 0, "l2": 1, "sum_abs": 2, "sum": 3}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # iparams layout for the kernels
-_I_TMAX, _I_DELAY, _I_STRICT, _I_NORM, _I_SILENT, _I_UPDATED, _I_LOSSDECAY, _I_CLAMP = range(8)
+(_I_TMAX, _I_DELAY, _I_STRICT, _I_NORM, _I_SILENT, _I_UPDATED, _I_LOSSDECAY, _I_CLAMP, _I_TRULE,
+ _I_BINARY) = range(10)
 
 
 # ---------------------------------------------------------------------------------------------
 # numba kernels (CPU)
 # ---------------------------------------------------------------------------------------------
 if HAVE_NUMBA:
-    _njit = _numba.njit(cache=True, nogil=True, fastmath=False)
 
-    @_njit
+    @njit
     def _nb_csort(t, limit, order, hist):  # pragma: no cover - compiled
         """Stable counting sort of the indices i with t[i] < limit, by t. Returns their number."""
         for s in range(limit + 1):
@@ -150,7 +175,11 @@ if HAVE_NUMBA:
                 hist[ti] += 1
         return n
 
-    @_njit
+    @njit
+    def _nb_sign(w, zero):  # pragma: no cover - compiled
+        return 1.0 if w > 0 else (-1.0 if w < 0 else zero)
+
+    @njit
     def _nb_layer_fwd(tin, order, n, W, theta, strict, d, t_max, tout, V):  # pragma: no cover
         """First-spike times of one layer (Eqs. 3-4), event by event over the sorted inputs."""
         nout = W.shape[1]
@@ -187,11 +216,74 @@ if HAVE_NUMBA:
             if remaining == 0:
                 break
 
-    @_njit
-    def _nb_forward_sample(x, flat, offs, sizes, tbase, theta, ip, times, order, hist, V):  # pragma: no cover
+    @njit
+    def _nb_layer_fwd_binary(tin, order, n, S, theta, strict, d, t_max, tout, Vi):  # pragma: no cover
+        """``_nb_layer_fwd`` for BS4NN: integer potentials ``Σ sign(w)`` (exact in int32) tested
+        against the integer form of ``V > θ/α`` (``V ≥ ⌊θ/α⌋ + 1``; ``≥``: ``V ≥ ⌈θ/α⌉``). Once
+        most neurons have fired, only the potentials of the others are accumulated."""
+        nout = S.shape[1]
+        big = 1 << 30
+        if theta != theta or theta >= big:  # NaN or out of reach: nothing fires
+            kth = big
+        elif theta <= -big:
+            kth = -big
+        else:
+            kth = int(math.floor(theta)) + 1 if strict else int(math.ceil(theta))
+        act = np.empty(nout, np.int64)  # the neurons that have not fired yet
+        for j in range(nout):
+            Vi[j] = 0
+            tout[j] = t_max
+            act[j] = j
+        na = nout
+        k = 0
+        while k < n and na > 0:
+            s = tin[order[k]]
+            if s + d >= t_max:
+                break
+            dense = 4 * na > nout
+            while k < n:
+                i = order[k]
+                if tin[i] != s:
+                    break
+                srow = S[i]
+                if dense:
+                    for j in range(nout):
+                        Vi[j] += srow[j]
+                else:
+                    for q in range(na):
+                        j = act[q]
+                        Vi[j] += srow[j]
+                k += 1
+            ts = s + d
+            m = 0
+            for q in range(na):
+                j = act[q]
+                if Vi[j] >= kth:
+                    tout[j] = ts
+                else:
+                    act[m] = j
+                    m += 1
+            na = m
+
+    @njit
+    def _layer_signs(sgn, offs, l, nin, nout, binary):  # pragma: no cover - compiled
+        """Layer l's (nin, nout) view of the int8 sign buffer (an empty view when not binary)."""
+        if binary:
+            return sgn[offs[l] : offs[l] + nin * nout].reshape((nin, nout))
+        return sgn[0:0].reshape((0, nout))
+
+    @njit
+    def _nb_refresh_signs(flat, sgn, zero):  # pragma: no cover - compiled
+        """sgn = sign(flat) with sign(0) = zero (the forward weights of BS4NN)."""
+        for q in range(flat.shape[0]):
+            sgn[q] = np.int8(_nb_sign(flat[q], zero))
+
+    @njit
+    def _nb_forward_sample(x, flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V, Vi):  # pragma: no cover
         t_max = ip[_I_TMAX]
         d = ip[_I_DELAY]
         strict = ip[_I_STRICT] != 0
+        binary = ip[_I_BINARY] != 0
         n0 = sizes[0]
         for i in range(n0):
             times[i] = x[i]
@@ -203,28 +295,13 @@ if HAVE_NUMBA:
             tin = times[tbase[l] : tbase[l] + nin]
             tout = times[tbase[l + 1] : tbase[l + 1] + nout]
             n = _nb_csort(tin, t_max - d, order, hist)
-            _nb_layer_fwd(tin, order, n, W, theta[l], strict, d, t_max, tout, V)
+            if binary:  # BS4NN: Σ sign(w) against the threshold θ/α
+                S = _layer_signs(sgn, offs, l, nin, nout, binary)
+                _nb_layer_fwd_binary(tin, order, n, S, theta[l] / alpha[l], strict, d, t_max, tout, Vi)
+            else:
+                _nb_layer_fwd(tin, order, n, W, theta[l], strict, d, t_max, tout, V)
 
-    @_njit
-    def _nb_normalise(g, mode):  # pragma: no cover
-        s = 0.0
-        if mode == 1:
-            for j in range(g.shape[0]):
-                s += g[j] * g[j]
-            s = math.sqrt(s)
-        elif mode == 2:
-            for j in range(g.shape[0]):
-                s += abs(g[j])
-        elif mode == 3:
-            for j in range(g.shape[0]):
-                s -= g[j]  # Σ δ = −Σ g
-        else:
-            return
-        if s != 0.0:
-            for j in range(g.shape[0]):
-                g[j] = g[j] / s
-
-    @_njit
+    @njit
     def _nb_error_below(W, tpre, tpost, gq, gp, d, t_max):  # pragma: no cover
         """Eq. 15: g_i = Σ_k g_k · w_ik · m(t_i, t_k), with m the causality mask of step 8."""
         for i in range(tpre.shape[0]):
@@ -236,13 +313,16 @@ if HAVE_NUMBA:
                         acc += gq[k] * W[i, k]
             gp[i] = acc
 
-    @_njit
+    @njit
     def _nb_backward_sample(
-        label, flat, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, g, T, a, order, hist, stats
+        label, flat, sgn, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, g, T, a, bq, order, hist,
+        stats, alpha, alpha_lr, dalpha, zero, cnt,
     ):  # pragma: no cover
-        """Targets, errors, deltas and weight updates of one sample (steps 5-9 of the docstring).
+        """Targets, errors, deltas and weight updates of one sample (steps 5-9 of the docstring;
+        with ``_I_BINARY`` also the BS4NN scaling-factor step 9d).
 
-        inplace: update ``flat`` (per-sample SGD); else add the sample's Δw to ``dW`` (mini-batch)."""
+        inplace: update ``flat`` and ``alpha`` (per-sample SGD); else add the sample's Δw to
+        ``dW`` and its Δα to ``dalpha`` (mini-batch)."""
         t_max = ip[_I_TMAX]
         d = ip[_I_DELAY]
         norm = ip[_I_NORM]
@@ -250,26 +330,15 @@ if HAVE_NUMBA:
         from_updated = ip[_I_UPDATED] != 0
         loss_decay = ip[_I_LOSSDECAY] != 0
         clamp = ip[_I_CLAMP] != 0
+        binary = ip[_I_BINARY] != 0
+        izero = np.int8(zero)
         L = offs.shape[0]
         C = sizes[L]
         if label < 0 or label >= C:
             raise ValueError("label out of range")
         to = times[tbase[L] : tbase[L] + C]
-        # ---- targets (Eqs. 17-18)
-        tau = t_max
-        for j in range(C):
-            if to[j] < tau:
-                tau = to[j]
-        if tau >= t_max:
-            for j in range(C):
-                T[j] = t_max
-            T[label] = t_max - gamma
-        else:
-            for j in range(C):
-                T[j] = to[j]
-                if to[j] - tau < gamma:
-                    T[j] = min(tau + gamma, t_max) if clamp else tau + gamma
-            T[label] = tau
+        # ---- targets (Eqs. 17-18; BS4NN: all silent -> no learning)
+        tau = nb_relative_targets(to, label, t_max, gamma, ip[_I_TRULE], clamp, T)
         # ---- error (Eq. 9), loss (Eq. 10), strict correctness
         gl = g[gbase[L - 1] : gbase[L - 1] + C]
         loss = 0.0
@@ -284,28 +353,54 @@ if HAVE_NUMBA:
         stats[0] = loss
         stats[1] = correct
         stats[2] = 1.0 if tau >= t_max else 0.0
-        _nb_normalise(gl, norm)
+        nb_normalise(gl, norm)
         # ---- layers from the top (Eqs. 13, 15, 16 and the L2 term)
         for l in range(L - 1, -1, -1):
             nin = sizes[l]
             nout = sizes[l + 1]
             W = flat[offs[l] : offs[l] + nin * nout].reshape((nin, nout))
+            S = _layer_signs(sgn, offs, l, nin, nout, binary)
             tpre = times[tbase[l] : tbase[l] + nin]
             tpost = times[tbase[l + 1] : tbase[l + 1] + nout]
             gq = g[gbase[l] : gbase[l] + nout]
             c = cdec[l]
             eta = lr[l]
+            mu = alpha_lr[l]
+            # tlast: the latest firing time among the neurons that get a non-zero update. A row
+            # whose input spiked later gets exactly nothing but the decay, so it is not visited
+            # (BS4NN's black pixels at 255 are causal only for silent neurons, whose g is 0).
+            tlast = -1
             for k in range(nout):
-                a[k] = eta * gq[k] if (upd_silent or tpost[k] < t_max) else 0.0
+                gate = upd_silent or tpost[k] < t_max
+                a[k] = eta * gq[k] if gate else 0.0
+                bq[k] = mu * gq[k] if gate else 0.0
+                if gate and gq[k] != 0.0 and tpost[k] > tlast:
+                    tlast = tpost[k]
             gp = g[gbase[l - 1] : gbase[l - 1] + nin] if l > 0 else g[0:0]
             if l > 0 and not from_updated:  # Eq. 15 with the original weights
                 _nb_error_below(W, tpre, tpost, gq, gp, d, t_max)
             if inplace:
+                # 9d (binary): Σ_{i,k} μ·g_k·m_ik·sign(W_ik) = Σ_k μ·g_k·n_k, with the integer
+                # n_k = Σ_i m_ik·sign(W_ik) of the updated W (exact, and it vectorises)
+                if binary:
+                    for k in range(nout):
+                        cnt[k] = 0
                 for i in range(nin):
                     ti = tpre[i]
                     row = W[i]
-                    if ti < t_max:
-                        if loss_decay:
+                    if ti < t_max and ti + d <= tlast:
+                        if binary:  # update, α counts and the forward signs in one branch-free pass
+                            srow = S[i]
+                            tid = ti + d
+                            for k in range(nout):
+                                causal = tid <= tpost[k]
+                                ak = a[k] if causal else 0.0
+                                w = row[k] * c - ak if loss_decay else (row[k] - ak) * c
+                                sk = 1 if w > 0 else (-1 if w < 0 else izero)
+                                row[k] = w
+                                srow[k] = sk
+                                cnt[k] += sk if causal else 0
+                        elif loss_decay:
                             for k in range(nout):
                                 row[k] = row[k] * c - (a[k] if ti + d <= tpost[k] else 0.0)
                         else:
@@ -314,6 +409,13 @@ if HAVE_NUMBA:
                     elif c != 1.0:
                         for k in range(nout):
                             row[k] = row[k] * c
+                            if binary:
+                                S[i, k] = np.int8(_nb_sign(row[k], zero))
+                if binary:
+                    acc = 0.0
+                    for k in range(nout):
+                        acc += bq[k] * cnt[k]
+                    alpha[l] -= acc / (nin * nout)
                 if l > 0 and from_updated:  # Eq. 15 with the updated weights (authors' code)
                     _nb_error_below(W, tpre, tpost, gq, gp, d, t_max)
             else:
@@ -339,14 +441,31 @@ if HAVE_NUMBA:
                                         w = (W[i, k] - a[k]) * c
                                     acc += gq[k] * w
                         gp[i] = acc
+            if binary and not inplace:  # 9d with this sample's updated weights
+                for k in range(nout):
+                    cnt[k] = 0
+                for i in range(nin):
+                    ti = tpre[i]
+                    if ti < t_max:
+                        for k in range(nout):
+                            if ti + d <= tpost[k]:
+                                w = W[i, k] * c - a[k] if loss_decay else (W[i, k] - a[k]) * c
+                                cnt[k] += np.int64(_nb_sign(w, zero))
+                acc = 0.0
+                for k in range(nout):
+                    acc += bq[k] * cnt[k]
+                dalpha[l] += acc / (nin * nout)
             if l > 0:
-                _nb_normalise(gp, norm)
+                nb_normalise(gp, norm)
 
-    @_njit
+    @njit
     def _nb_learn(
-        x, y, flat, dW, offs, sizes, tbase, gbase, theta, lr, cdec, gamma, ip, counts, out_times, out_g, out_T, out_stats
+        x, y, idx, inplace, flat, sgn, dW, offs, sizes, tbase, gbase, theta, lr, cdec, gamma, ip, counts, out_times, out_g,
+        out_T, out_stats, alpha, alpha_lr, dalpha, zero,
     ):  # pragma: no cover
-        B = x.shape[0]
+        """Learn from the samples ``x[idx[0]], x[idx[1]], …`` in that order: per-sample SGD when
+        ``inplace``, else the mean of their updates from the frozen weights (mini-batch)."""
+        B = idx.shape[0]
         ntot = out_times.shape[1]
         nmax = 0
         for l in range(sizes.shape[0]):
@@ -355,17 +474,20 @@ if HAVE_NUMBA:
         order = np.empty(nmax, np.int64)
         hist = np.empty(t_max + 2, np.int64)
         V = np.empty(nmax, flat.dtype)
+        Vi = np.empty(nmax, np.int32)
         a = np.empty(nmax, np.float64)
-        inplace = B == 1
-        for b in range(B):
-            times = out_times[b]
-            _nb_forward_sample(x[b], flat, offs, sizes, tbase, theta, ip, times, order, hist, V)
+        bq = np.empty(nmax, np.float64)
+        cnt = np.empty(nmax, np.int64)
+        for r in range(B):
+            b = idx[r]
+            times = out_times[r]
+            _nb_forward_sample(x[b], flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V, Vi)
             for q in range(sizes[0], ntot):
                 if times[q] < t_max:
                     counts[q - sizes[0]] += 1
             _nb_backward_sample(
-                y[b], flat, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, out_g[b], out_T[b], a,
-                order, hist, out_stats[b],
+                y[b], flat, sgn, dW, inplace, offs, sizes, tbase, gbase, lr, cdec, gamma, ip, times, out_g[r], out_T[r], a,
+                bq, order, hist, out_stats[r], alpha, alpha_lr, dalpha, zero, cnt,
             )
         if not inplace:
             loss_decay = ip[_I_LOSSDECAY] != 0
@@ -378,70 +500,76 @@ if HAVE_NUMBA:
                         flat[q] = flat[q] * c + dW[q] * inv
                     else:
                         flat[q] = (flat[q] + dW[q] * inv) * c
+                if ip[_I_BINARY] != 0:
+                    alpha[l] -= dalpha[l] * inv
+            if ip[_I_BINARY] != 0:
+                _nb_refresh_signs(flat, sgn, zero)
 
-    @_njit
-    def _nb_predict(x, lo, hi, flat, offs, sizes, tbase, theta, ip, slot, out_times, out_counts, out_v):  # pragma: no cover
+    @njit
+    def _nb_predict(x, lo, hi, flat, sgn, offs, sizes, tbase, theta, alpha, ip, slot, out_times, out_counts, out_v):  # pragma: no cover
         """Forward of samples lo..hi-1, then the decision statistics: per layer the number of real
         spikes at or before the first output spike, and the output potential at ``slot`` (the
-        authors' all-silent fallback). Releases the GIL; ``predict`` runs chunks in threads."""
+        authors' all-silent fallback; binary: Σ sign(W), as the BS4NN code). Releases the GIL;
+        ``predict`` runs chunks of samples on the rule's own threads."""
         nmax = 0
         for l in range(sizes.shape[0]):
             nmax = max(nmax, sizes[l])
         t_max = ip[_I_TMAX]
+        binary = ip[_I_BINARY] != 0
         L = offs.shape[0]
         nin = sizes[L - 1]
         C = sizes[L]
         order = np.empty(nmax, np.int64)
         hist = np.empty(t_max + 2, np.int64)
         V = np.empty(nmax, flat.dtype)
+        Vi = np.empty(nmax, np.int32)
         W = flat[offs[L - 1] : offs[L - 1] + nin * C].reshape((nin, C))
+        S = _layer_signs(sgn, offs, L - 1, nin, C, binary)
         for b in range(lo, hi):
             times = out_times[b]
-            _nb_forward_sample(x[b], flat, offs, sizes, tbase, theta, ip, times, order, hist, V)
-            tau = t_max
-            for q in range(tbase[L], tbase[L] + C):
-                if times[q] < tau:
-                    tau = times[q]
-            for l in range(L + 1):
-                n = 0
-                for q in range(tbase[l], tbase[l + 1]):
-                    if times[q] < t_max and times[q] <= tau:
-                        n += 1
-                out_counts[b, l] = n
+            _nb_forward_sample(x[b], flat, sgn, offs, sizes, tbase, theta, alpha, ip, times, order, hist, V, Vi)
+            nb_decision_counts(times, tbase, t_max, out_counts[b])
             v = out_v[b]
             for k in range(C):
                 v[k] = 0.0
             for i in range(nin):
                 if times[tbase[L - 1] + i] <= slot:
                     for k in range(C):
-                        v[k] += W[i, k]
-
-
-_POOL = None
-
-
-def _pool(n: int):
-    """A small persistent thread pool for ``predict`` (the numba kernel releases the GIL). Chunks of
-    samples are pulled dynamically, so a core that is busy with something else takes fewer."""
-    global _POOL
-    if _POOL is None or _POOL._max_workers != n:
-        from concurrent.futures import ThreadPoolExecutor
-
-        if _POOL is not None:
-            _POOL.shutdown(wait=False)
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="s4nn")
-    return _POOL
+                        v[k] += S[i, k] if binary else W[i, k]
 
 
 # ---------------------------------------------------------------------------------------------
 # the rule
 # ---------------------------------------------------------------------------------------------
 class S4NN(Rule):
-    """S4NN (Kheradpisheh & Masquelier 2020); see the module docstring for every equation and the
-    ``paper`` / ``reference`` variants."""
+    """S4NN (Kheradpisheh & Masquelier 2020): temporal backpropagation for single-spike IF networks.
+
+    See the module docstring for every equation and the ``paper`` / ``reference`` variants. The
+    shared single-spike machinery (input code, decision, targets, normalisation, dead neurons)
+    comes from :mod:`snnlearn.rules.single_spike`.
+
+    Example::
+
+        rule = S4NN("784-400-10", (1, 28, 28), 10, variant="reference", seed=0)
+        stats = rule.learn(images[:1], labels[:1])  # raw uint8 images are encoded (Eq. 1)
+        decision = rule.predict(images)             # first output spike decides
+
+    Args:
+        arch: fully connected architecture, e.g. ``"784-400-10"``.
+        input_shape: shape of one raw sample, e.g. ``(1, 28, 28)``.
+        n_classes: number of output neurons.
+        variant: ``"paper"`` or ``"reference"`` (the authors' ``S4NN.py``).
+        device: torch device; ``backend`` picks numba on the CPU, torch elsewhere.
+        seed: seeds the initial weights and dead-neuron re-initialisation.
+        **hparams: see :meth:`default_hparams`.
+    """
 
     name = "s4nn"
     variants = ("paper", "reference")
+    #: BS4NN (:mod:`snnlearn.rules.bs4nn`) switches these on: forward with sign(W) and θ/α, and
+    #: its all-silent target rule.
+    binary = False
+    target_rule = "s4nn"
 
     @classmethod
     def default_hparams(cls, variant: str) -> dict[str, Any]:
@@ -452,9 +580,11 @@ class S4NN(Rule):
             "lr": 0.2,  # η, scalar or one per layer (Table 1, MNIST)
             "weight_decay": 1e-6,  # λ (Table 1)
             "input_rounding": "floor",  # Eq. 1: "floor" (code) or "round"
+            "input_t_end": None,  # time of a black pixel; None: t_max (never effective)
             "fallback_slot_offset": 3,  # reference_scores: V(t_max − 3) when all outputs are silent
             "dtype": "float64",  # float32 rounds the per-sample decay w·(1 − ηλ), ηλ ≈ 1e-7, to 1-2 ulp
             "backend": "auto",  # "auto" (numba on CPU if installed, else torch), "numba", "torch"
+            "batch_mode": "mean",  # B > 1: "mean" of updates, "sequential" or "resample" per-sample SGD
         }
         if variant == "paper":
             return {
@@ -484,51 +614,57 @@ class S4NN(Rule):
                 "dead_neuron_fraction": 0.001,
                 "dead_neuron_layers": "hidden",
             }
-        raise ValueError(f"unknown variant {variant!r} for rule 's4nn'; choose from {list(cls.variants)}")
+        raise ValueError(f"unknown variant {variant!r} for rule {cls.name!r}; choose from {list(cls.variants)}")
 
     # ------------------------------------------------------------------ construction
-    def __init__(self, arch: str, input_shape, n_classes: int, **kwargs: Any) -> None:
-        super().__init__(arch, input_shape, n_classes, **kwargs)
+    def __init__(
+        self,
+        arch: str,
+        input_shape: tuple[int, ...],
+        n_classes: int,
+        *,
+        variant: str = "paper",
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        **hparams: Any,
+    ) -> None:
+        super().__init__(arch, input_shape, n_classes, variant=variant, device=device, seed=seed, **hparams)
         h = self.hparams
         a = parse_arch(arch, self.input_shape)
         if any(layer.kind != "linear" for layer in a.layers):
-            raise ValueError(f"s4nn supports fully connected layers only, got {arch!r}")
+            raise ValueError(f"rule {self.name!r}: supports fully connected layers only, got arch {arch!r}")
         self.sizes = a.linear_sizes
         self.n_layers = len(self.sizes) - 1
         if self.sizes[-1] != self.n_classes:
-            raise ValueError(f"arch {arch!r} has {self.sizes[-1]} outputs but the data has {self.n_classes} classes")
-        self.t_max = int(h["t_max"])
-        if self.t_max < 2:
-            raise ValueError("t_max must be at least 2")
-        self.delay = int(h["per_layer_delay"])
-        if self.delay < 0:
-            raise ValueError("per_layer_delay must be >= 0")
-        if h["threshold_test"] not in (">=", ">"):
-            raise ValueError("threshold_test must be '>=' or '>'")
-        if h["normalisation"] not in _NORMS:
-            raise ValueError(f"normalisation must be one of {sorted(_NORMS)}")
-        if h["hidden_delta_from"] not in ("original", "updated"):
-            raise ValueError("hidden_delta_from must be 'original' or 'updated'")
-        if h["weight_decay_mode"] not in ("loss", "post"):
-            raise ValueError("weight_decay_mode must be 'loss' or 'post'")
-        if h["dead_neuron_layers"] not in ("all", "hidden", "none"):
-            raise ValueError("dead_neuron_layers must be 'all', 'hidden' or 'none'")
-        if h["input_rounding"] not in ("floor", "round"):
-            raise ValueError("input_rounding must be 'floor' or 'round'")
-        if h["dtype"] not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}")
+            raise ValueError(f"rule {self.name!r}: arch {arch!r} has {self.sizes[-1]} outputs but the data has "
+                             f"{self.n_classes} classes")
+        self._check_choice("threshold_test", (">=", ">"))
+        self._check_choice("normalisation", tuple(NORMALISATIONS))
+        self._check_choice("hidden_delta_from", ("original", "updated"))
+        self._check_choice("weight_decay_mode", ("loss", "post"))
+        self._check_choice("dead_neuron_layers", ("all", "hidden", "none"))
+        self._check_choice("input_rounding", ("floor", "round"))
+        self._check_choice("dtype", tuple(_DTYPES))
+        self._check_choice("batch_mode", ("mean", "sequential", "resample"))
+        self.t_max = self._int_hparam("t_max", 2, "must be an integer >= 2")
+        self.delay = self._int_hparam("per_layer_delay", 0, "must be an integer >= 0")
+        t_end = h["input_t_end"]
+        if t_end is not None:
+            self._int_hparam("input_t_end", 1, f"must be null or an integer in 1..t_max={self.t_max}")
+            if int(t_end) > self.t_max:
+                raise self.hparam_error("input_t_end", t_end, f"must be null or an integer in 1..t_max={self.t_max}")
+        for key in ("weight_decay", "dead_neuron_fraction", "gamma"):
+            v = h[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise self.hparam_error(key, v, "must be a number >= 0")
         self.dtype = _DTYPES[h["dtype"]]
-        self.threshold = self._per_layer("threshold", float)
-        self.lr = self._per_layer("lr", float)
-        self.init_ranges = self._init_ranges()
-        backend = h["backend"]
-        if backend not in ("auto", "numba", "torch"):
-            raise ValueError("backend must be 'auto', 'numba' or 'torch'")
-        if backend == "numba" and not HAVE_NUMBA:
-            raise ValueError("backend 'numba' requested but numba is not installed (pip install numba)")
-        if backend == "numba" and self.device.type != "cpu":
-            raise ValueError("backend 'numba' runs on the CPU only")
-        self.backend = "numba" if (backend in ("auto", "numba") and HAVE_NUMBA and self.device.type == "cpu") else "torch"
+        self.threshold = per_layer(self, "threshold", self.n_layers)
+        self.lr = per_layer(self, "lr", self.n_layers, check=lambda v: v >= 0, expected="must be >= 0")
+        other = 50.0 if self.variant == "paper" else 48.0
+        self.init_ranges = layer_init_ranges(self, "init_ranges", self.n_layers,
+                                             [(0.0, 5.0)] + [(0.0, other)] * (self.n_layers - 1))
+        self.backend = choose_backend(h["backend"], self.device, self.name)
+        self._runner = ChunkRunner(self.name)
 
         # weights: one flat buffer, a (in, out) view per layer (numba reads the numpy view of it)
         numel = [self.sizes[l] * self.sizes[l + 1] for l in range(self.n_layers)]
@@ -542,32 +678,38 @@ class S4NN(Rule):
             self.W.append(w)
         self.fire_count = torch.zeros(sum(self.sizes[1:]), dtype=torch.int64, device=self.device)
         self.n_seen = torch.zeros((), dtype=torch.int64, device=self.device)
+        # scaling factors α, one per layer (BS4NN); S4NN keeps them at 1 and never reads them
+        self.alpha = torch.ones(self.n_layers, dtype=torch.float64)
+        self._alpha_lr = [0.0] * self.n_layers
+        self._sign_zero = 0.0
+        self._init_binary()
         self._build_kernel_params()
         if self.backend == "numba":  # numpy views sharing memory with the torch tensors
             self._flat_np = self._flat.numpy()
             self._fire_count_np = self.fire_count.numpy()
             self._n_seen_np = self.n_seen.numpy()
+            self._alpha_np = self.alpha.numpy()
             self._no_dW = self._flat_np[:0]
+            # BS4NN: int8 sign(W), the forward weights, kept in step with W by the kernels
+            self._sign_np = np.zeros(self._flat_np.shape[0] if self.binary else 0, np.int8)
+            self._sign_version = -1
+        self._dalpha = np.zeros(self.n_layers, np.float64)
         self._buffers: dict[int, tuple] = {}
         self._dW: np.ndarray | None = None
         self._last: dict[str, Any] | None = None
 
-    def _per_layer(self, key: str, cast) -> list:
-        v = self.hparams[key]
-        if isinstance(v, (list, tuple)):
-            if len(v) != self.n_layers:
-                raise ValueError(f"{key}: {len(v)} values for {self.n_layers} layers")
-            return [cast(x) for x in v]
-        return [cast(v)] * self.n_layers
+    def _init_binary(self) -> None:
+        """Hook for BS4NN: set ``alpha``, ``_alpha_lr`` and ``_sign_zero``."""
 
-    def _init_ranges(self) -> list[tuple[float, float]]:
-        r = self.hparams["init_ranges"]
-        if r is None:
-            other = 50.0 if self.variant == "paper" else 48.0
-            return [(0.0, 5.0)] + [(0.0, other)] * (self.n_layers - 1)
-        if len(r) != self.n_layers or any(len(p) != 2 for p in r):
-            raise ValueError(f"init_ranges must be {self.n_layers} pairs [lo, hi]")
-        return [(float(lo), float(hi)) for lo, hi in r]
+    def _check_choice(self, key: str, choices: tuple) -> None:
+        if self.hparams[key] not in choices:
+            raise self.hparam_error(key, self.hparams[key], f"must be one of {list(choices)}")
+
+    def _int_hparam(self, key: str, minimum: int, expected: str) -> int:
+        v = self.hparams[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+            raise self.hparam_error(key, v, expected)
+        return int(v)
 
     def _build_kernel_params(self) -> None:
         h = self.hparams
@@ -576,84 +718,99 @@ class S4NN(Rule):
         self._gbase = np.cumsum([0] + self.sizes[1:]).astype(np.int64)  # g / counts: layers 1..L
         self._theta_np = np.asarray(self.threshold, dtype=np.float64)
         self._lr_np = np.asarray(self.lr, dtype=np.float64)
+        self._alpha_lr_np = np.asarray(self._alpha_lr, dtype=np.float64)
         lam = float(h["weight_decay"])
         factor = 2.0 if h["weight_decay_mode"] == "loss" else 1.0
         self.decay = [1.0 - factor * eta * lam for eta in self.lr]
         self._cdec_np = np.asarray(self.decay, dtype=np.float64)
-        self._ip = np.zeros(8, dtype=np.int64)
+        self._ip = np.zeros(10, dtype=np.int64)
         self._ip[_I_TMAX] = self.t_max
         self._ip[_I_DELAY] = self.delay
         self._ip[_I_STRICT] = int(h["threshold_test"] == ">")
-        self._ip[_I_NORM] = _NORMS[h["normalisation"]]
+        self._ip[_I_NORM] = NORMALISATIONS[h["normalisation"]]
         self._ip[_I_SILENT] = int(bool(h["update_silent"]))
         self._ip[_I_UPDATED] = int(h["hidden_delta_from"] == "updated")
         self._ip[_I_LOSSDECAY] = int(h["weight_decay_mode"] == "loss")
         self._ip[_I_CLAMP] = int(bool(h["target_clamp"]))
+        self._ip[_I_TRULE] = TARGET_RULES[self.target_rule]
+        self._ip[_I_BINARY] = int(self.binary)
         self.gamma = float(h["gamma"])
 
     def set_threshold(self, threshold: float | list[float]) -> None:
         """Change θ of every layer (or per layer) at test time (paper Fig. 10)."""
         self.hparams["threshold"] = threshold
-        self.threshold = self._per_layer("threshold", float)
+        self.threshold = per_layer(self, "threshold", self.n_layers)
         self._build_kernel_params()
 
     def describe(self) -> str:
-        return f"s4nn[{self.variant}] {'-'.join(map(str, self.sizes))} ({self.backend})"
+        return f"{self.name}[{self.variant}] {'-'.join(map(str, self.sizes))} ({self.backend})"
 
     # ------------------------------------------------------------------ encoding
     def encode(self, x: Tensor) -> Tensor:
-        """uint8 images (B, *input_shape) → int64 first-spike times (B, N_in), Eq. 1."""
-        x = x.reshape(x.shape[0], -1)
-        t = time_to_first_spike(x, t_max=self.t_max, rounding=self.hparams["input_rounding"])
+        """uint8 images (B, *input_shape) → int64 first-spike times (B, N_in), Eq. 1
+        (:func:`~snnlearn.rules.single_spike.encode_first_spike`)."""
+        t = encode_first_spike(x, self.t_max, t_end=self.hparams["input_t_end"], rounding=self.hparams["input_rounding"])
         return t.to(self.device).contiguous()
+
+    def is_raw(self, x: Tensor) -> bool:
+        """Raw dataset images are uint8 (B, *input_shape); encoded times are int64 (B, N_in). A
+        non-uint8 integer batch counts as raw only in the image's own multi-dimensional shape."""
+        if x.dtype == torch.uint8:
+            return True
+        return (not x.is_floating_point()) and len(self.input_shape) > 1 and tuple(x.shape[1:]) == self.input_shape
 
     # ------------------------------------------------------------------ forward
     def forward_times(self, x: Tensor) -> list[Tensor]:
-        """Firing times of every layer (input included) for encoded inputs x (B, N_in); silent
-        neurons have time ``t_max``. List of int64 tensors (B, N_l) on ``self.device``."""
-        x = self._as_times(x)
+        """Firing times of every layer (input included) for a batch x (encoded times (B, N_in), or
+        raw images); silent neurons have time ``t_max``. List of int64 tensors (B, N_l)."""
+        x = self._as_times(self.as_encoded(x))
         if self.backend == "numba":
-            flat_t = self._times_numba(x)
+            flat_t = self._times_numba(x)[0]
             return [flat_t[:, int(self._tbase[l]) : int(self._tbase[l + 1])] for l in range(self.n_layers + 1)]
         return self._torch_forward(x)
 
     def _as_times(self, x: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
+            if x.numel() != x.shape[0] * self.sizes[0]:
+                raise ValueError(f"rule {self.name!r}: expected {self.sizes[0]} input times per sample, got a batch "
+                                 f"of shape {tuple(x.shape)}")
             x = x.reshape(x.shape[0], -1)
         if x.dtype != torch.int64:
             x = x.to(torch.int64)
         return x.to(self.device).contiguous()
 
-    def _times_numba(self, x: Tensor, stats: bool = False):
+    def _times_numba(self, x: Tensor):
+        """Forward of the batch in the numba kernel, chunks of samples on the rule's own threads
+        (``snnlearn.backend.ChunkRunner``). Returns the times, the spike counts up to the decision
+        and the fallback potential, as torch tensors sharing numpy memory."""
         B = x.shape[0]
         out = np.empty((B, int(self._tbase[-1])), dtype=np.int64)
         counts = np.zeros((B, self.n_layers + 1), dtype=np.int64)
         v = np.zeros((B, self.n_classes), dtype=np.float64)
         if B:
             slot = self.t_max - int(self.hparams["fallback_slot_offset"])
-            args = (self._flat_np, self._offs, self._sizes_np, self._tbase, self._theta_np, self._ip, slot, out, counts, v)
+            self._sync_signs()
+            args = (self._flat_np, self._sign_np, self._offs, self._sizes_np, self._tbase, self._theta_np, self._alpha_np,
+                    self._ip, slot, out, counts, v)
             xn = x.numpy()
-            threads = max(1, torch.get_num_threads())
-            chunk = 32
-            if threads == 1 or B <= chunk:
-                _nb_predict(xn, 0, B, *args)
-            else:  # the calling thread and threads-1 workers pull chunks until none is left
-                counter = itertools.count()
+            n_chunks, threads = chunk_plan((B + 31) // 32)
+            bounds = np.linspace(0, B, n_chunks + 1).astype(np.int64)
+            self._runner.run(lambda c: _nb_predict(xn, int(bounds[c]), int(bounds[c + 1]), *args), n_chunks, threads)
+        return torch.from_numpy(out), torch.from_numpy(counts), torch.from_numpy(v)
 
-                def work() -> None:
-                    while True:
-                        lo = next(counter) * chunk
-                        if lo >= B:
-                            return
-                        _nb_predict(xn, lo, min(B, lo + chunk), *args)
+    def _sync_signs(self) -> None:
+        """Recompute the sign buffer if W was changed outside the kernels (state loading,
+        dead-neuron re-initialisation, user code); in-place torch writes bump ``_version``."""
+        if self.binary and self._flat._version != self._sign_version:
+            _nb_refresh_signs(self._flat_np, self._sign_np, self._sign_zero)
+            self._sign_version = self._flat._version
 
-                futures = [_pool(threads - 1).submit(work) for _ in range(threads - 1)]
-                work()
-                for f in futures:
-                    f.result()
-        if stats:
-            return torch.from_numpy(out), torch.from_numpy(counts), torch.from_numpy(v)
-        return torch.from_numpy(out)
+    def _forward_weights(self, l: int) -> Tensor:
+        """What layer ``l``'s forward pass sums: W, or sign(W) for BS4NN."""
+        return binary_sign(self.W[l], self._sign_zero) if self.binary else self.W[l]
+
+    def _forward_threshold(self, l: int) -> float:
+        return self.threshold[l] / float(self.alpha[l]) if self.binary else self.threshold[l]
 
     def _torch_layer(self, t_pre: Tensor, W: Tensor, theta: float) -> Tensor:
         """Batched event-driven layer: sort the inputs that can still cause a real spike, gather
@@ -693,20 +850,46 @@ class S4NN(Rule):
     def _torch_forward(self, x: Tensor) -> list[Tensor]:
         times = [x]
         for l in range(self.n_layers):
-            times.append(self._torch_layer(times[-1], self.W[l], self.threshold[l]))
+            times.append(self._torch_layer(times[-1], self._forward_weights(l), self._forward_threshold(l)))
         return times
 
     # ------------------------------------------------------------------ learning
     def learn(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        x = self._as_times(x)
+        """One step on a batch: B = 1 is the per-sample algorithm of the module docstring; B > 1
+        applies the mean of the per-sample updates computed from the same frozen weights. Raw
+        uint8 images are encoded first (Eq. 1). Returns the loss (Eq. 10), the strict training
+        accuracy and the all-silent rate of the batch."""
+        x = self._as_times(self.as_encoded(x))
         B = x.shape[0]
         if B == 0:
             return {}
+        if y.shape != (B,):
+            raise ValueError(f"rule {self.name!r}: labels must have shape ({B},), got {tuple(y.shape)}")
         if self.backend == "numba":
-            stats = self._learn_numba(x, y)
-        else:
-            stats = self._learn_torch(x, y)
-        return stats
+            return self._learn_numba(x, y)
+        idx, inplace = self._visit_order(B)
+        if not inplace:
+            out = self._learn_torch(x, y)
+            self._last["order"] = idx
+            return out
+        sums: dict[str, float] = {}
+        lasts = []
+        for b in idx.tolist():  # per-sample SGD through the batch (batch_mode sequential/resample)
+            for k, v in self._learn_torch(x[b : b + 1], y[b : b + 1]).items():
+                sums[k] = sums.get(k, 0.0) + v
+            lasts.append(self._last)
+        self._last = {k: torch.cat([d[k] for d in lasts]) for k in ("times", "g", "T")}
+        self._last["order"] = idx
+        return {k: v / B for k, v in sums.items()}
+
+    def _visit_order(self, B: int) -> tuple[Tensor, bool]:
+        """The samples a learn call visits, in order, and whether it is per-sample SGD
+        (``batch_mode``: ``mean`` → all B from frozen weights unless B = 1; ``sequential`` → in
+        order; ``resample`` → B draws with replacement from the rule's generator)."""
+        mode = self.hparams["batch_mode"]
+        if mode == "resample" and B > 1:
+            return torch.randint(0, B, (B,), generator=self.generator, device=self.device).cpu(), True
+        return torch.arange(B), (B == 1 or mode != "mean")
 
     def _learn_numba(self, x: Tensor, y: Tensor) -> dict[str, float]:
         B = x.shape[0]
@@ -725,57 +908,36 @@ class S4NN(Rule):
             self._buffers[B] = buf
         out_times, out_g, out_T, out_stats = buf
         flat = self._flat_np
-        if B > 1:
+        idx, inplace = self._visit_order(B)
+        if not inplace:
             if self._dW is None:
                 self._dW = np.zeros_like(flat)
             else:
                 self._dW.fill(0)
             dW = self._dW
+            self._dalpha.fill(0)
         else:
             dW = self._no_dW
+        self._sync_signs()
         yn = y.numpy() if (y.dtype == torch.int64 and y.device.type == "cpu") else y.to("cpu", torch.int64).numpy()
         _nb_learn(
-            x.numpy(), yn, flat, dW, self._offs, self._sizes_np, self._tbase, self._gbase, self._theta_np,
+            x.numpy(), yn, idx.numpy(), inplace, flat, self._sign_np, dW, self._offs, self._sizes_np, self._tbase, self._gbase, self._theta_np,
             self._lr_np, self._cdec_np, self.gamma, self._ip, self._fire_count_np, out_times, out_g, out_T,
-            out_stats,
+            out_stats, self._alpha_np, self._alpha_lr_np, self._dalpha, self._sign_zero,
         )
         self._n_seen_np[()] += B
-        self._last = {"times": out_times, "g": out_g, "T": out_T}
+        self._last = {"times": out_times, "g": out_g, "T": out_T, "order": idx}
         if B == 1:
             s = out_stats[0]
             return {"loss": float(s[0]), "correct": float(s[1]), "silent": float(s[2])}
         m = out_stats.mean(0)
         return {"loss": float(m[0]), "correct": float(m[1]), "silent": float(m[2])}
 
-    def _normalise_torch(self, g: Tensor) -> Tensor:
-        mode = self.hparams["normalisation"]
-        if mode == "none":
-            return g
-        if mode == "l2":
-            s = g.pow(2).sum(1, keepdim=True).sqrt()
-        elif mode == "sum_abs":
-            s = g.abs().sum(1, keepdim=True)
-        else:
-            s = -g.sum(1, keepdim=True)
-        return torch.where(s != 0, g / torch.where(s != 0, s, torch.ones_like(s)), g)
-
     def targets(self, t_out: Tensor, y: Tensor) -> Tensor:
-        """Relative target firing times, Eqs. 17-18 (float64, (B, C))."""
-        t_max, gamma = self.t_max, self.gamma
-        to = t_out.to(torch.float64)
-        tau = to.min(1, keepdim=True).values
-        near = (to - tau) < gamma
-        tg = tau + gamma
-        if self.hparams["target_clamp"]:
-            tg = tg.clamp(max=t_max)
-        T = torch.where(near, tg.expand_as(to), to)
-        T.scatter_(1, y.view(-1, 1), tau)
-        silent = tau.squeeze(1) >= t_max
-        if bool(silent.any()):
-            Ts = torch.full_like(to, float(t_max))
-            Ts.scatter_(1, y.view(-1, 1), float(t_max - gamma))
-            T = torch.where(silent.unsqueeze(1), Ts, T)
-        return T
+        """Relative target firing times, Eqs. 17-18 (BS4NN: all silent → no learning), float64
+        (B, C); :func:`~snnlearn.rules.single_spike.relative_targets`."""
+        return relative_targets(t_out, y, self.t_max, rule=self.target_rule, margin=self.gamma,
+                                clamp=bool(self.hparams["target_clamp"]))
 
     def _learn_torch(self, x: Tensor, y: Tensor) -> dict[str, float]:
         y = y.to(self.device, torch.int64)
@@ -795,12 +957,14 @@ class S4NN(Rule):
             "correct": float(correct.double().mean()),
             "silent": float((tau >= t_max).double().mean()),
         }
+        norm = self.hparams["normalisation"]
         gs: list[Tensor] = [None] * self.n_layers  # type: ignore[list-item]
-        g = self._normalise_torch(e)
+        g = normalise(e, norm)
         upd_silent = bool(self.hparams["update_silent"])
         from_updated = self.hparams["hidden_delta_from"] == "updated"
         loss_decay = self.hparams["weight_decay_mode"] == "loss"
         updates: list[tuple[Tensor, Tensor]] = []
+        dalpha = [0.0] * self.n_layers
         for l in range(self.n_layers - 1, -1, -1):
             gs[l] = g
             W = self.W[l]
@@ -813,17 +977,19 @@ class S4NN(Rule):
             a = self.lr[l] * g * gate  # float64, like the kernel
             D = -(m * a.unsqueeze(1))  # (B, rows, nout): each sample's Δw (Eq. 13)
             Wr = W.index_select(0, rows)
+            Wnew = None
+            if (l > 0 and from_updated) or self.binary:
+                Wnew = Wr * self.decay[l] + D if loss_decay else (Wr + D) * self.decay[l]
             if l > 0:
-                if not from_updated:
-                    Weff = Wr.unsqueeze(0)
-                elif loss_decay:
-                    Weff = Wr * self.decay[l] + D
-                else:
-                    Weff = (Wr + D) * self.decay[l]
+                Weff = Wnew if from_updated else Wr.unsqueeze(0)
                 gr = (m * Weff * g.unsqueeze(1)).sum(2)  # Eq. 15
                 gp = torch.zeros(B, self.sizes[l], dtype=torch.float64, device=self.device)
                 gp[:, rows] = gr
-                g = self._normalise_torch(gp)
+            if self.binary:  # 9d: α −= μ·mean_{i,k}(g_k·m_ik·sign(W_ik)) with the updated W
+                terms = (m & gate.unsqueeze(1)) * ((self._alpha_lr[l] * g).unsqueeze(1) * binary_sign(Wnew, self._sign_zero))
+                dalpha[l] = float((terms.sum((1, 2)) / (self.sizes[l] * self.sizes[l + 1])).mean())
+            if l > 0:
+                g = normalise(gp, norm)
             updates.append((rows, D.mean(0)))
         for l, (rows, dW) in zip(range(self.n_layers - 1, -1, -1), updates):
             W = self.W[l]
@@ -835,71 +1001,44 @@ class S4NN(Rule):
             else:
                 W.copy_(W.to(torch.float64).mul_(c))
             W.index_copy_(0, rows, new_rows.to(W.dtype))
+            if self.binary:
+                self.alpha[l] -= dalpha[l]
         self._last = {"times": torch.cat(times, 1), "g": torch.cat(gs, 1), "T": T}
         return stats
 
     def last_step(self) -> dict[str, Any]:
         """Internals of the last ``learn`` call (for tests and debugging): per-layer firing times
         (input included), normalised error signals ``g`` (= −δ, Eqs. 14-16) of layers 1..L and the
-        output targets T (Eqs. 17-18), as CPU tensors with a leading batch dimension."""
+        output targets T (Eqs. 17-18), as CPU tensors with a leading batch dimension (row ``r`` is the
+        ``r``-th visited sample, ``order[r]`` its index in the batch)."""
         if self._last is None:
-            raise RuntimeError("learn has not been called yet")
+            raise RuntimeError(f"rule {self.name!r}: learn has not been called yet")
         t = torch.as_tensor(self._last["times"]).cpu()
         g = torch.as_tensor(self._last["g"]).cpu()
         return {
             "times": [t[:, int(self._tbase[l]) : int(self._tbase[l + 1])].clone() for l in range(self.n_layers + 1)],
             "g": [g[:, int(self._gbase[l]) : int(self._gbase[l + 1])].clone() for l in range(self.n_layers)],
             "T": torch.as_tensor(self._last["T"]).cpu().clone(),
+            "order": torch.as_tensor(self._last["order"]).cpu().clone(),
         }
 
     # ------------------------------------------------------------------ inference
     def predict(self, x: Tensor) -> Decision:
-        x = self._as_times(x)
-        if self.backend == "numba":  # everything in numpy: tiny torch ops can stall on a busy CPU
-            flat_t, counts, v = (a.numpy() for a in self._times_numba(x, stats=True))
+        """First-spike decision (§2.2) of a batch; raw uint8 images are encoded first (Eq. 1).
+        ``reference_scores`` carry the authors' all-silent fallback (argmax V(t_max − 3))."""
+        x = self._as_times(self.as_encoded(x))
+        if self.backend == "numba":
+            flat_t, counts, v = self._times_numba(x)
             to = flat_t[:, int(self._tbase[-2]) :]
-            tau = to.min(1)
-            silent = tau >= self.t_max
-            scores = -to.astype(np.float32)
-            ref = np.where(silent[:, None], v.astype(np.float32), scores)
-            cf = counts.astype(np.float32)
-            stats = {"winner_time": torch.from_numpy(tau.astype(np.float32))}
-            for l, name in enumerate(self._names()):
-                stats[f"spikes/{name}"] = torch.from_numpy(np.ascontiguousarray(cf[:, l]))
-            stats["spikes/total"] = torch.from_numpy(cf.sum(1))
-            return Decision(
-                scores=torch.from_numpy(scores),
-                silent=torch.from_numpy(silent),
-                reference_scores=torch.from_numpy(ref),
-                reference_ties="correct",
-                stats=stats,
-            )
+            return first_spike_decision(to, self.t_max, counts, v)
         return self.decide(self._torch_forward(x))
-
-    def _names(self) -> list[str]:
-        return ["input"] + [f"hidden{l}" for l in range(1, self.n_layers)] + ["output"]
-
-    def _decision(self, to: Tensor, counts: Tensor, v: Tensor) -> Decision:
-        tau = to.min(1).values
-        silent = tau >= self.t_max
-        scores = -to.to(torch.float32)
-        ref = torch.where(silent.unsqueeze(1), v, scores)
-        stats: dict[str, Tensor] = {"winner_time": tau.to(torch.float32)}
-        for l, name in enumerate(self._names()):
-            stats[f"spikes/{name}"] = counts[:, l]
-        stats["spikes/total"] = counts.sum(1)
-        return Decision(scores=scores, silent=silent, reference_scores=ref, reference_ties="correct", stats=stats)
 
     def decide(self, times: list[Tensor]) -> Decision:
         """Decision from per-layer firing times (input layer first), see the module docstring."""
-        t_max = self.t_max
-        to = times[-1]
-        tau = to.min(1, keepdim=True).values
-        counts = torch.stack([((t < t_max) & (t <= tau)).sum(1) for t in times], 1).to(torch.float32)
-        slot = t_max - int(self.hparams["fallback_slot_offset"])
-        W = self.W[-1]
+        slot = self.t_max - int(self.hparams["fallback_slot_offset"])
+        W = self._forward_weights(self.n_layers - 1)
         v = ((times[-2] <= slot).to(W.dtype) @ W).to(torch.float32)
-        return self._decision(to, counts, v)
+        return first_spike_decision(times[-1], self.t_max, spike_counts_until_decision(times, self.t_max), v)
 
     # ------------------------------------------------------------------ epochs
     def end_epoch(self, epoch: int) -> dict[str, float]:
@@ -908,17 +1047,13 @@ class S4NN(Rule):
         n = int(self.n_seen)
         mode = self.hparams["dead_neuron_layers"]
         if n > 0 and mode != "none":
-            limit = float(self.hparams["dead_neuron_fraction"]) * n
             layers = range(self.n_layers) if mode == "all" else range(self.n_layers - 1)
+            names = layer_names(self.n_layers)
             for l in layers:
                 cnt = self.fire_count[int(self._gbase[l]) : int(self._gbase[l + 1])]
-                dead = ((cnt.to(torch.float64) < limit) | (cnt == 0)).nonzero().flatten().tolist()
-                lo, hi = self.init_ranges[l]
-                for j in dead:
-                    w = torch.rand(self.sizes[l], generator=self.generator, device=self.device, dtype=self.dtype)
-                    self.W[l][:, j] = w * (hi - lo) + lo
-                name = "output" if l == self.n_layers - 1 else f"hidden{l + 1}"
-                out[f"dead/{name}"] = float(len(dead))
+                dead = dead_neurons(cnt, n, float(self.hparams["dead_neuron_fraction"]))
+                reinit_neurons(self.W[l], dead, self.init_ranges[l], self.generator, dim=1)
+                out[f"dead/{names[l + 1]}"] = float(len(dead))
         self.fire_count.zero_()
         self.n_seen.zero_()
         return out
@@ -928,15 +1063,24 @@ class S4NN(Rule):
         s = {f"W{l + 1}": self.W[l].clone() for l in range(self.n_layers)}
         s["fire_count"] = self.fire_count.clone()
         s["n_seen"] = self.n_seen.clone()
+        if self.binary:
+            s["alpha"] = self.alpha.clone()
         return s
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         for l in range(self.n_layers):
-            w = tensors[f"W{l + 1}"]
+            key = f"W{l + 1}"
+            if key not in tensors:
+                raise ValueError(f"rule {self.name!r}: checkpoint has no tensor {key!r}")
+            w = tensors[key]
             if tuple(w.shape) != tuple(self.W[l].shape):
-                raise ValueError(f"W{l + 1}: checkpoint shape {tuple(w.shape)} != {tuple(self.W[l].shape)}")
+                raise ValueError(f"rule {self.name!r}: {key}: checkpoint shape {tuple(w.shape)} != {tuple(self.W[l].shape)}")
             self.W[l].copy_(w.to(self.device, self.dtype))
         if "fire_count" in tensors:
             self.fire_count.copy_(tensors["fire_count"].to(self.device, torch.int64))
         if "n_seen" in tensors:
             self.n_seen.copy_(tensors["n_seen"].to(self.device, torch.int64).reshape(()))
+        if self.binary:
+            if "alpha" not in tensors or tuple(tensors["alpha"].shape) != (self.n_layers,):
+                raise ValueError(f"rule {self.name!r}: checkpoint needs tensor 'alpha' of shape ({self.n_layers},)")
+            self.alpha.copy_(tensors["alpha"].to(torch.float64))

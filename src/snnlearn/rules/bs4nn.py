@@ -1,0 +1,119 @@
+"""BS4NN: binarized S4NN (Kheradpisheh, Mirsadeghi & Masquelier, Neural Processing Letters 2021,
+arXiv 2007.04039), as the authors coded it for MNIST (SRKH/BS4NN, ``BS4NN_mnist.ipynb``, 69128a8).
+
+BS4NN is S4NN (:mod:`snnlearn.rules.s4nn`, whose numbered steps are used below) whose forward pass
+sees only the signs of the weights. The real-valued weights ``W`` stay the learned quantity
+(straight-through); each layer has a scaling factor ``α`` that is learned too. The BS4NN paper's
+method section is not available to us (only its abstract), so the rule has one variant,
+``reference``, which follows the notebook line by line:
+
+1. Input (notebook cell 2): ``t = ⌊255 − I⌋`` on the grid ``0..t_max = 256``, i.e. S4NN Eq. 1 with
+   ``t_end = 255``: black pixels spike at 255 < t_max. They can never make a neuron fire before
+   ``t_max`` (a crossing at 255 is reported at 256 = t_max), but they are causal (``255 < 256``)
+   for every silent neuron, so silent neurons learn from every input.
+2. Forward (``Forward_FC``): ``V_j(s) = Σ_i sign(w_ij)·[t_i ≤ s]`` with ``sign(0) = 0``
+   (``np.sign``); the neuron fires at the first slot with ``V_j > θ/α_l`` (strict), reported one
+   step later (``per_layer_delay`` 1), fake spike at ``t_max``. Dividing the threshold by α is
+   STiDi-BP Eq. 22's ``α·Σ sign(w)·ε`` crossing θ.
+3. Targets (``target_function``): S4NN Eq. 17 with ``γ = 1`` and ``min(τ + γ, t_max)``; if every
+   output is silent, every target (the label's included) is ``t_max``: zero error, no learning.
+4. Errors: ``e = (T − t)/t_max``, L2-normalised per layer (S4NN step 7, ``"l2"``).
+5. Per layer from the top (``backward_FC``), with ``m_ik = [t_i < t_k]`` (silent neurons not
+   gated): ``W ← W − η·e_k·m_ik`` on the real weights (S4NN Eq. 13, λ = 0), then
+   ``α ← α − μ·mean_{i,k}(e_k·m_ik·sign(W_ik))`` with the *updated* W (the mean runs over all
+   ``N_in × N_out`` synapses), then the error of the layer below through the updated real-valued
+   weights ``g_i = Σ_k e_k·w_ik·m_ik`` (not through sign(W) or α), L2-normalised.
+6. Evaluation as S4NN's code: the first spike decides, ties count correct and an all-silent
+   sample falls back to ``argmax Σ_i sign(w_ik)[t_i ≤ t_max − 3]`` (``reference_scores``).
+7. Sampling (notebook cell 4): every epoch visits 60,000 indices drawn with replacement.
+   ``batch_mode: resample`` does this inside one ``learn`` call: with the whole training split as
+   one batch (the recipes set ``batch_size: 60000``), the rule draws as many indices with
+   replacement, from its own seeded generator, and runs per-sample SGD through them.
+
+Settings of the notebook (cell 1): 784-600-10, θ = [100, 100], η = [0.1, 0.1], μ = [0.01, 0.01],
+α₀ = [5, 5], init U[0, 5] / U[0, 48], λ = 0, dropout 0, γ = 1, 200 epochs, seed 0. There is no
+dead-neuron reset. The implementation is S4NN's (numba kernel on the CPU, batched torch path
+elsewhere) with its binary switch on; ``tests/bs4nn_reference.py`` is the literal loop reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .s4nn import S4NN
+from .single_spike import per_layer
+
+
+class BS4NN(S4NN):
+    """BS4NN (Kheradpisheh, Mirsadeghi & Masquelier 2021): S4NN with binary weights sign(W) and a
+    learned scaling factor α per layer; see the module docstring for the steps and equations.
+
+    Example::
+
+        rule = BS4NN("784-600-10", (1, 28, 28), 10, seed=0)
+        rule.learn(images, labels)  # one epoch: draws len(images) samples with replacement
+        decision = rule.predict(test_images)
+
+    Args:
+        arch, input_shape, n_classes, device, seed: as :class:`~snnlearn.rules.s4nn.S4NN`.
+        variant: ``"reference"`` (the authors' MNIST notebook), the only one.
+        **hparams: S4NN's (with the notebook's values as defaults) plus ``alpha_init`` (α₀, scalar
+            or one per layer), ``alpha_lr`` (μ, scalar or one per layer) and ``sign_zero`` (the
+            value of sign(0); 0 as ``np.sign``).
+    """
+
+    name = "bs4nn"
+    variants = ("reference",)
+    binary = True
+    target_rule = "bs4nn"
+
+    @classmethod
+    def default_hparams(cls, variant: str) -> dict[str, Any]:
+        if variant not in cls.variants:
+            raise ValueError(f"unknown variant {variant!r} for rule {cls.name!r}; choose from {list(cls.variants)}")
+        h = S4NN.default_hparams("reference")
+        h.update(
+            {
+                "threshold": 100.0,  # thr
+                "lr": 0.1,  # lr
+                "gamma": 1,  # gamma
+                "weight_decay": 0.0,  # lamda
+                "input_t_end": 255,  # Tend: black pixels spike at 255 < t_max
+                "init_ranges": None,  # None: [0, 5] for the first layer, [0, 48] for the others (b)
+                "dead_neuron_fraction": 0.0,
+                "dead_neuron_layers": "none",  # the notebook has no dead-neuron reset
+                "batch_mode": "resample",  # IMGs = randint(0, N, N) per epoch
+                "alpha_init": 5.0,  # fact
+                "alpha_lr": 0.01,  # lrF
+                "sign_zero": 0.0,  # np.sign(0)
+            }
+        )
+        return h
+
+    def __init__(
+        self,
+        arch: str,
+        input_shape: tuple[int, ...],
+        n_classes: int,
+        *,
+        variant: str = "reference",
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        **hparams: Any,
+    ) -> None:
+        super().__init__(arch, input_shape, n_classes, variant=variant, device=device, seed=seed, **hparams)
+
+    def _init_binary(self) -> None:
+        alpha = per_layer(self, "alpha_init", self.n_layers, check=lambda v: v > 0, expected="must be > 0")
+        self.alpha.copy_(torch.tensor(alpha, dtype=torch.float64))
+        self._alpha_lr = per_layer(self, "alpha_lr", self.n_layers, check=lambda v: v >= 0, expected="must be >= 0")
+        z = self.hparams["sign_zero"]
+        if z not in (-1, 0, 1):
+            raise self.hparam_error("sign_zero", z, "must be -1, 0 or 1")
+        self._sign_zero = float(z)
+
+    def describe(self) -> str:
+        a = ", ".join(f"{float(v):.3g}" for v in self.alpha)
+        return f"{super().describe()} alpha=[{a}]"
