@@ -55,6 +55,13 @@ def _worker(rank: int, world: int, init_file: str, tasks: list) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
+    # the reduction of a mean over unequal shards (1 and 2 samples): Σ n_r·t_r / Σ n_r
+    ctx = distributed.current()
+    t = torch.tensor([rank + 1.0, 2.0], dtype=torch.float64)
+    ctx.sum_([t], mean_over=rank + 1)
+    s = torch.tensor([rank + 1.0])
+    ctx.sum_([None, s])
+    torch.save({"mean": t, "sum": s}, f"{init_file}.{rank}.pt")
     cls = get_rule("tssl")
     learn = cls.learn
     try:
@@ -82,6 +89,13 @@ def _spawn(*tasks) -> None:
     try:
         mp.spawn(_worker, args=(2, init_file, [(c, str(o), r, k) for c, o, r, k in tasks]), nprocs=2, join=True)
     finally:
+        for rank in range(2):
+            path = f"{init_file}.{rank}.pt"
+            if os.path.exists(path):
+                reduced = torch.load(path)
+                os.unlink(path)
+                assert torch.allclose(reduced["mean"], torch.tensor([5 / 3, 2.0], dtype=torch.float64))
+                assert reduced["sum"].tolist() == [3.0]
         if os.path.exists(init_file):
             os.unlink(init_file)
 
@@ -106,6 +120,8 @@ def test_refusals_name_the_reason():
     assert "per-sample" in rule.data_parallel_problem(1)
     paper = tssl("36-16-3", (1, 6, 6), 3, variant="paper")
     assert "switch 'layer'" in paper.data_parallel_problem(8)
+    proxy = get_rule("proxy")("6C3p1-P2-24-3", (1, 6, 6), 3)
+    assert "BatchNorm" in proxy.data_parallel_problem(8)
     desire = get_rule("desire")
     assert "does not support data-parallel" in desire("36-16-3", (1, 6, 6), 3).data_parallel_problem(8)
 

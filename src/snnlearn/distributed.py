@@ -45,18 +45,27 @@ class Context:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def sum_(self, tensors: Sequence[Tensor | None]) -> None:
+    def sum_(self, tensors: Sequence[Tensor | None], mean_over: int | None = None) -> None:
         """Sum ``tensors`` over the processes, in place, with ONE ``all_reduce`` of their
-        concatenation per dtype and device (one message per step, not one per layer)."""
+        concatenation per dtype and device (one message per step, not one per layer).
+
+        ``mean_over=n``: the tensors are a mean over this process's ``n`` samples (a loss with
+        ``reduction="mean"``); the result is then the mean over all processes' samples,
+        ``Σ_r n_r·t_r / Σ_r n_r`` (the sample count travels in the same message)."""
         import torch.distributed as dist
 
         groups: dict[tuple[torch.dtype, torch.device], list[Tensor]] = {}
         for t in tensors:
             if t is not None:
                 groups.setdefault((t.dtype, t.device), []).append(t)
-        for (_, _), ts in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
-            flat = torch.cat([t.reshape(-1) for t in ts])
+        for (dtype, device), ts in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+            parts = [t.reshape(-1) for t in ts]
+            if mean_over is not None:
+                parts = [p * mean_over for p in parts] + [torch.full((1,), float(mean_over), dtype=dtype, device=device)]
+            flat = torch.cat(parts)
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            if mean_over is not None:
+                flat = flat[:-1] / flat[-1]
             off = 0
             for t in ts:
                 t.copy_(flat[off : off + t.numel()].view_as(t))

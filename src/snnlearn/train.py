@@ -618,6 +618,8 @@ def _sum_metrics(acc: MetricAccumulator, ctx: distributed.Context) -> None:
     acc.n, acc.strict, acc.reference, acc.ties, acc.silent = (int(v) for v in buf[:5].tolist())
     acc.confusion = buf[5:].round().to(torch.int64).view(c, c + 1)
     acc.stat_sums = ctx.sum_dict(acc.stat_sums)
+    if hasattr(acc, "extra_correct"):  # strict accuracy of extra read-outs (Decision.extra_scores)
+        acc.extra_correct = {k: int(round(v)) for k, v in ctx.sum_dict(acc.extra_correct).items()}
 
 
 def _jsonable(obj: Any) -> Any:

@@ -98,7 +98,8 @@ class Rule(abc.ABC):
     #: Whether ``learn`` on a mini-batch can be split over data-parallel processes (``torchrun``).
     #: A rule that sets it promises three things: (1) its batch update is a SUM over the samples,
     #: each computed from the weights at the start of the batch (autograd rules: the gradient of a
-    #: loss summed over the batch); (2) ``learn`` passes that update to :meth:`reduce_update`
+    #: loss summed over the batch; a mean is fine if ``learn`` says so to :meth:`reduce_update`);
+    #: (2) ``learn`` passes that update to :meth:`reduce_update`
     #: before applying it; (3) ``start_epoch``/``end_epoch`` depend on nothing a process saw alone.
     #: Then N processes with B/N samples each take the step one process takes with B.
     data_parallel: ClassVar[bool] = False
@@ -221,14 +222,16 @@ class Rule(abc.ABC):
                     "reduced over processes); train in one process, or run seeds in parallel with --jobs")
         return None
 
-    def reduce_update(self, tensors: list[Tensor | None]) -> None:
+    def reduce_update(self, tensors: list[Tensor | None], mean_over: int | None = None) -> None:
         """Sum this mini-batch's update over the data-parallel processes, in place (one message for
         all tensors). ``learn`` calls it on its summed batch update (autograd rules: every
-        parameter's ``.grad`` after ``backward``) before applying it. In one process it does
-        nothing. ``None`` entries (parameters without a gradient) are skipped."""
+        parameter's ``.grad`` after ``backward``) before applying it. An update that is a MEAN over
+        the process's ``n`` samples passes ``mean_over=n`` and becomes the mean over all samples.
+        In one process it does nothing. ``None`` entries (parameters without a gradient) are
+        skipped, so every process must have gradients for the same parameters."""
         reducer = getattr(self, "_update_reducer", None)
         if reducer is not None:
-            reducer(tensors)
+            reducer(tensors, mean_over)
 
     # ------------------------------------------------------------------ state
     @abc.abstractmethod
