@@ -4,12 +4,18 @@ The Trainer only uses the :class:`~snnlearn.rules.base.Rule` contract. Per epoch
 
 1. calls ``rule.start_epoch``,
 2. visits the training split (shuffled with a permutation derived from ``(seed, epoch)`` when the
-   recipe says ``shuffle: true``, in dataset order otherwise), encodes large chunks with
-   ``rule.encode`` and calls ``rule.learn`` on every batch of ``batch_size`` (1 = per-sample SGD),
+   recipe says ``shuffle: true``, in dataset order otherwise), encodes large chunks of raw
+   (integer) samples with ``rule.encode`` (float samples are taken as encoded) and calls
+   ``rule.learn`` on every batch of ``batch_size`` (1 = per-sample SGD),
 3. calls ``rule.end_epoch``, checks the state for NaN/inf,
 4. evaluates the validation split (model selection) and the test split (reported, never used to
    select), appends a line to ``metrics.jsonl`` and writes an atomic checkpoint (``checkpoint/last``
    and, when validation improved, ``checkpoint/best``).
+
+Two entry points share this loop: :meth:`Trainer.run` (a recipe: its dataset, built-in or
+``folder:``/``npz:``, and its rule) and :meth:`Trainer.fit` (your rule on your tensors or
+``Dataset``). Under ``torchrun`` the loop is data-parallel (:mod:`snnlearn.distributed`,
+``docs/scaling.md``).
 
 A killed run continues with ``resume=True`` from the last completed epoch, bit for bit: the
 permutation of an epoch depends only on the seed and the epoch, and the rule's generator state is
