@@ -405,7 +405,7 @@ def test_recipes_build(name):
     assert result in cfg["paper_result"]
     rule = S4NN(cfg["arch"], shape, n_classes, variant=cfg["variant"], **rule_hparams(cfg))
     assert rule.sizes == sizes
-    assert rule.threshold[0] == 100.0 and rule.t_max == 256 and rule.gamma == 3
+    assert rule.threshold[-1] == 100.0 and rule.t_max == 256 and rule.gamma == 3
 
 
 @pytest.fixture(scope="module")
