@@ -22,6 +22,7 @@ from datasets_available import dataset_available
 def test_fmnist_plan_covers_every_rule_with_a_recipe():
     recipes = C.benchmark_recipes("fmnist")
     assert "s4nn-fmnist" in recipes and "desire-fmnist" in recipes and "proxy-fmnist" in recipes
+    assert not any(r.endswith("-quick") for r in recipes)  # shortened quick-start schedules
     # every registered rule has an F-MNIST recipe (a rule without one would be listed here)
     assert C.rules_without_recipe(recipes) == []
     jobs = C.plan("fmnist", [0, 1], Path("x"), budget_minutes=5)

@@ -49,7 +49,8 @@ COMPARE_FILE = "compare.json"
 
 # ----------------------------------------------------------------------------------- the plan
 def benchmark_recipes(benchmark: str) -> list[str]:
-    """Names of the shipped recipes of a dataset (one per rule/variant/network of its papers)."""
+    """Names of the shipped recipes of a dataset (one per rule/variant/network of its papers);
+    quick-start recipes (``*-quick``, shortened schedules) are left out."""
     from .data import canonical_name
     from .train import list_recipes, load_recipe
 
@@ -59,6 +60,8 @@ def benchmark_recipes(benchmark: str) -> list[str]:
         raise UserError(str(e)) from None
     names = []
     for name in list_recipes():
+        if name.endswith("-quick"):  # quick-start recipes shorten a paper schedule: not a paper recipe
+            continue
         cfg = load_recipe(name)
         if canonical_name(cfg["dataset"]) == want:
             names.append(name)
