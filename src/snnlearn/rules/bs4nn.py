@@ -42,8 +42,14 @@ from typing import Any
 
 import torch
 
+from .base import Decision
 from .s4nn import S4NN
-from .single_spike import per_layer
+from .single_spike import binary_sign, first_spike_decision, per_layer
+
+#: output readouts: ``first_spike`` (the first output spike decides; a tie is no decision) and
+#: ``potential_tiebreak`` (among the outputs that fire first, the largest potential at the
+#: decision step wins)
+READOUTS = ("first_spike", "potential_tiebreak")
 
 
 class BS4NN(S4NN):
@@ -88,6 +94,7 @@ class BS4NN(S4NN):
                 "alpha_init": 5.0,  # fact
                 "alpha_lr": 0.01,  # lrF
                 "sign_zero": 0.0,  # np.sign(0)
+                "readout": "first_spike",  # the notebook decides by the first spike only
             }
         )
         return h
@@ -113,6 +120,48 @@ class BS4NN(S4NN):
         if z not in (-1, 0, 1):
             raise self.hparam_error("sign_zero", z, "must be -1, 0 or 1")
         self._sign_zero = float(z)
+        self._check_choice("readout", READOUTS)
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, x: torch.Tensor) -> Decision:
+        """First-spike decision (S4NN §2.2) of a batch, with the ``readout`` of the rule; raw uint8
+        images are encoded first. ``stats["tie/first_spike"]`` marks the samples whose first output
+        spike is shared by two or more outputs, whatever the readout (the strict metric's tie rate
+        is that of the readout's scores)."""
+        x = self._as_times(self.as_encoded(x))
+        if self.backend == "numba":
+            flat_t, counts, v = self._times_numba(x)
+            t_out = flat_t[:, int(self._tbase[-2]) :]
+            t_hid = flat_t[:, int(self._tbase[-3]) : int(self._tbase[-2])]
+            dec = first_spike_decision(t_out, self.t_max, counts, v)
+        else:
+            times = self._torch_forward(x)
+            t_out, t_hid = times[-1], times[-2]
+            dec = self.decide(times)
+        return self._readout(dec, t_hid, t_out)
+
+    def _readout(self, dec: Decision, t_hid: torch.Tensor, t_out: torch.Tensor) -> Decision:
+        """Apply ``readout`` to a first-spike decision.
+
+        ``potential_tiebreak``: the outputs that fire at the first output time ``τ`` are ranked by
+        their potential at the slot where they crossed, ``V_k(τ − d) = Σ_i sign(w_ik)·[t_i ≤ τ − d]``
+        (``d`` the per-layer delay): the one furthest above the threshold wins (the ranking S4NN
+        issue #4 proposes; the notebook computes it as ``Vwin`` but does not use it). Outputs that
+        fire later keep ``−t``; ties remain only between equal potentials; all-silent samples
+        stay without a decision. ``reference_scores`` (the notebook's metric) are unchanged."""
+        t_out = t_out.to(torch.int64)
+        tau = t_out.min(1).values
+        first = (t_out == tau.unsqueeze(1)) & (tau < self.t_max).unsqueeze(1)
+        dec.stats["tie/first_spike"] = (first.sum(1) > 1).to(torch.float32)
+        if self.hparams["readout"] == "first_spike":
+            return dec
+        S = binary_sign(self.W[-1], self._sign_zero).to(torch.float64)
+        slot = (tau - self.delay).unsqueeze(1)
+        V = (t_hid.to(torch.int64) <= slot).to(torch.float64) @ S  # (B, C), integers
+        frac = 0.5 * V / (1.0 + V.abs().amax(1, keepdim=True))  # in (−0.5, 0.5), monotone in V
+        scores = torch.where(first, -t_out.to(torch.float64) + frac, -t_out.to(torch.float64))
+        dec.scores = scores.to(torch.float32)
+        return dec
 
     def describe(self) -> str:
         a = ", ".join(f"{float(v):.3g}" for v in self.alpha)
