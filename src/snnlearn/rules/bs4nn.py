@@ -4,8 +4,9 @@ arXiv 2007.04039), as the authors coded it for MNIST (SRKH/BS4NN, ``BS4NN_mnist.
 BS4NN is S4NN (:mod:`snnlearn.rules.s4nn`, whose numbered steps are used below) whose forward pass
 sees only the signs of the weights. The real-valued weights ``W`` stay the learned quantity
 (straight-through); each layer has a scaling factor ``α`` that is learned too. The BS4NN paper's
-method section is not available to us (only its abstract), so the rule has one variant,
-``reference``, which follows the notebook line by line:
+method section is not available to us (only its abstract). The ``reference`` variant follows the
+notebook line by line; ``tuned`` changes the learning rate and the readout (``TUNED``, chosen on
+a validation split, ``docs/rules/bs4nn.md``). The steps of ``reference``:
 
 1. Input (notebook cell 2): ``t = ⌊255 − I⌋`` on the grid ``0..t_max = 256``, i.e. S4NN Eq. 1 with
    ``t_end = 255``: black pixels spike at 255 < t_max. They can never make a neuron fire before
@@ -24,7 +25,11 @@ method section is not available to us (only its abstract), so the rule has one v
    ``N_in × N_out`` synapses), then the error of the layer below through the updated real-valued
    weights ``g_i = Σ_k e_k·w_ik·m_ik`` (not through sign(W) or α), L2-normalised.
 6. Evaluation as S4NN's code: the first spike decides, ties count correct and an all-silent
-   sample falls back to ``argmax Σ_i sign(w_ik)[t_i ≤ t_max − 3]`` (``reference_scores``).
+   sample falls back to ``argmax Σ_i sign(w_ik)[t_i ≤ t_max − 3]`` (``reference_scores``). The
+   strict decision (``scores``) depends on ``readout``: ``first_spike`` (default of
+   ``reference``; a tie is no decision) or ``potential_tiebreak`` (a tie at the first output
+   spike goes to the tied output with the largest potential at the decision step; see
+   :meth:`BS4NN._readout`). ``stats["tie/first_spike"]`` reports the first-spike ties either way.
 7. Sampling (notebook cell 4): every epoch visits 60,000 indices drawn with replacement.
    ``batch_mode: resample`` does this inside one ``learn`` call: with the whole training split as
    one batch (the recipes set ``batch_size: 60000``), the rule draws as many indices with
@@ -51,6 +56,13 @@ from .single_spike import binary_sign, first_spike_decision, per_layer
 #: decision step wins)
 READOUTS = ("first_spike", "potential_tiebreak")
 
+#: the ``tuned`` variant: the notebook's algorithm with these changes, chosen on the validation
+#: split after one MNIST epoch (docs/rules/bs4nn.md, "Tuning for one epoch")
+TUNED = {
+    "lr": 0.3,  # notebook 0.1; 1.0 diverges
+    "readout": "potential_tiebreak",  # notebook: first spike, ties undecided
+}
+
 
 class BS4NN(S4NN):
     """BS4NN (Kheradpisheh, Mirsadeghi & Masquelier 2021): S4NN with binary weights sign(W) and a
@@ -64,14 +76,15 @@ class BS4NN(S4NN):
 
     Args:
         arch, input_shape, n_classes, device, seed: as :class:`~snnlearn.rules.s4nn.S4NN`.
-        variant: ``"reference"`` (the authors' MNIST notebook), the only one.
+        variant: ``"reference"`` (the authors' MNIST notebook) or ``"tuned"`` (``TUNED``).
         **hparams: S4NN's (with the notebook's values as defaults) plus ``alpha_init`` (α₀, scalar
             or one per layer), ``alpha_lr`` (μ, scalar or one per layer) and ``sign_zero`` (the
-            value of sign(0); 0 as ``np.sign``).
+            value of sign(0); 0 as ``np.sign``) and ``readout`` (``"first_spike"`` or
+            ``"potential_tiebreak"``, a decision rule at test time only).
     """
 
     name = "bs4nn"
-    variants = ("reference",)
+    variants = ("reference", "tuned")
     binary = True
     target_rule = "bs4nn"
 
@@ -97,6 +110,8 @@ class BS4NN(S4NN):
                 "readout": "first_spike",  # the notebook decides by the first spike only
             }
         )
+        if variant == "tuned":
+            h.update(TUNED)
         return h
 
     def __init__(
