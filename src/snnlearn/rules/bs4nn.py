@@ -57,9 +57,9 @@ from .single_spike import binary_sign, first_spike_decision, per_layer
 READOUTS = ("first_spike", "potential_tiebreak")
 
 #: the ``tuned`` variant: the notebook's algorithm with these changes, chosen on the validation
-#: split after one MNIST epoch (docs/rules/bs4nn.md, "Tuning for one epoch")
+#: split after one MNIST epoch (docs/rules/bs4nn.md, "Readout and the `tuned` variant")
 TUNED = {
-    "lr": 0.3,  # notebook 0.1; 1.0 diverges
+    "lr": 0.3,  # notebook 0.1; 0.5 already collapses into ties
     "readout": "potential_tiebreak",  # notebook: first spike, ties undecided
 }
 
