@@ -79,6 +79,26 @@ def shift_images(x: Tensor, k: int, generator: torch.Generator | None) -> Tensor
     return F.pad(crop, (k, k, k, k))
 
 
+def crop_flip_images(x: Tensor, pad: int, fill: Tensor | float, generator: torch.Generator | None) -> Tensor:
+    """Random crop of (B, C, H, W) at the original size from the image padded by ``pad`` pixels
+    of ``fill`` (a number or one value per channel), then a horizontal flip with probability ½,
+    per sample (torchvision's ``RandomCrop(H, padding=pad)`` + ``RandomHorizontalFlip``; the
+    TSSL-BP authors' CIFAR-10 augmentation with pad 4 and black padding)."""
+    b, c, h, w = x.shape
+    dev = generator.device if generator is not None else x.device
+    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(-1, 1, 1).expand(c, 1, 1)
+    xp = fill.reshape(1, c, 1, 1).expand(b, c, h + 2 * pad, w + 2 * pad).clone()
+    xp[:, :, pad : pad + h, pad : pad + w] = x
+    off = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator, device=dev).to(x.device)
+    flip = (torch.rand(b, generator=generator, device=dev) < 0.5).to(x.device)
+    rows = off[:, :1] + torch.arange(h, device=x.device)
+    cols = off[:, 1:] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+
 class AutogradRule(Rule):
     """A rule whose ``learn`` is forward → ``loss`` → ``backward`` → optimiser step on
     ``self.net``; see the module docstring for the hyperparameters and the state layout.
