@@ -179,6 +179,7 @@ def _network_graph(rule) -> tuple[_Builder, dict[str, Any], tuple]:
                          "analog image, which NIR cannot express")
     prev_shape = net.input_shape
     exactness = "exact"
+    amp = None
     for i, m in enumerate(net.layers):
         spec = specs[i]
         shape = tuple(spec.out_shape)
@@ -197,6 +198,9 @@ def _network_graph(rule) -> tuple[_Builder, dict[str, Any], tuple]:
                                                padding=np.array([0, 0]), metadata={"snnlearn.pool": "avg"}))
             prev_shape = shape
             continue
+        if amp is not None:  # spike amplitude λ of the layer below, after its pooling (max/avg of λ·s = λ·pool(s))
+            b.add("amp", nir.Scale(scale=np.full(prev_shape, float(amp), dt)))
+            amp = None
         # a Weighted layer
         if m.flatten:
             b.add("flatten", nir.Flatten(input_type={"input": np.array(prev_shape)}, start_dim=0, end_dim=-1))
@@ -234,8 +238,6 @@ def _network_graph(rule) -> tuple[_Builder, dict[str, Any], tuple]:
             b.add("lif", nir.LIF(tau=np.full(shape, cfg.tau, dt), r=np.ones(shape, dt), v_leak=np.zeros(shape, dt),
                                  v_threshold=np.full(shape, strict_threshold(thr, dt), dt), v_reset=np.zeros(shape, dt),
                                  metadata=md))
-        if amp is not None:
-            b.add("amp", nir.Scale(scale=np.full(shape, float(amp), dt)))
         prev_shape = shape
     if cfg.reset == "subtract":
         exactness = "metadata"
