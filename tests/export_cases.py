@@ -54,9 +54,9 @@ def trained(case_id: str):
     return rule
 
 
-def test_images():
+def eval_images():
     _, _, x, y = mnist()
     return x, y
 
 
-__all__ = ["CASES", "IDS", "N_TEST", "mnist", "test_images", "trained", "torch"]
+__all__ = ["CASES", "IDS", "N_TEST", "mnist", "eval_images", "trained", "torch"]

@@ -261,11 +261,16 @@ def _tssl_graph(rule) -> tuple[_Builder, dict[str, Any], tuple]:
         nonlocal first
         tau_syn = cfg.tau_s if (not first or rule.hparams["input_filter"]) else 1.0  # τ_syn = dt: no filter
         first = False
-        md = {"snnlearn.reset": "zero" if cfg.reset == "hard" else "subtract", "snnlearn.threshold_test": ">"}
+        # Euler at dt = 1: i ← (1 − 1/τ_s)·i + (w_in/τ_s)·x, v ← (1 − 1/τ_m)·v + (r/τ_m)·i. With w_in = τ_s
+        # the current is τ_s·a (a = TSSL's PSC, Eq. 3) and with r = τ_m the potential is τ_s·u (Eq. 4),
+        # so the threshold is τ_s·V_th; this is the parametrisation SpikingJelly's importer requires
+        # (w_in = τ_syn/dt, r = τ_mem/dt); w_in = 1, r = τ_m, θ = V_th is the same model
+        md = {"snnlearn.reset": "zero" if cfg.reset == "hard" else "subtract", "snnlearn.threshold_test": ">",
+              "snnlearn.potential_scale": float(tau_syn)}
         return nir.CubaLIF(tau_syn=np.full(shape, tau_syn, dt), tau_mem=np.full(shape, cfg.tau_m, dt),
                            r=np.full(shape, cfg.tau_m, dt), v_leak=np.zeros(shape, dt),
-                           v_threshold=np.full(shape, cfg.threshold, dt), v_reset=np.zeros(shape, dt),
-                           w_in=np.ones(shape, dt), metadata=md)
+                           v_threshold=np.full(shape, tau_syn * cfg.threshold, dt), v_reset=np.zeros(shape, dt),
+                           w_in=np.full(shape, tau_syn, dt), metadata=md)
 
     for i, layer in enumerate(rule.net.layers):
         shape = tuple(layer.spec.out_shape)
