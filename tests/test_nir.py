@@ -196,3 +196,37 @@ def test_graph_metadata(tmp_path):
     assert any(type(n).__name__ == "Delay" for n in g.nodes.values())  # the code's one-step delay
     text = describe_nir(path)
     assert "Delay" in text and "snnlearn.readout" in text
+
+
+def test_cli_export_import(tmp_path, capsys):
+    """`snnlearn export RUN_DIR --format nir|safetensors|pt` and `snnlearn import FILE --out RUN_DIR`:
+    the imported run gives the same module outputs and the same `snnlearn eval` accuracy."""
+    import re
+
+    import snnlearn
+    from snnlearn import train
+    from snnlearn.cli import main
+
+    cfg = train.load_recipe("s4nn-mnist", ["epochs=1", "val_size=10", "threshold=10.0"])
+    run = tmp_path / "run"
+    train.run_recipe(cfg, run, limit_train=30, limit_test=10)
+    for fmt in ("nir", "safetensors", "pt"):
+        assert main(["export", str(run), "--format", fmt]) == 0
+        assert (run / f"model.{fmt}").is_file()
+    assert main(["import", str(run / "model.nir")]) == 0
+    assert "Affine" in capsys.readouterr().out
+    assert main(["import", str(run / "model.nir"), "--out", str(tmp_path / "back")]) == 0
+    x, _ = eval_images()
+    a = snnlearn.load_model(run, device="cpu")
+    b = snnlearn.load_model(tmp_path / "back", device="cpu")
+    assert torch.equal(a(x), b(x))
+    capsys.readouterr()
+    assert main(["eval", str(run), "--which", "best", "--limit-test", "10"]) == 0
+    first = capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "back"), "--which", "best", "--limit-test", "10"]) == 0
+    second = capsys.readouterr().out
+    def scores(text):  # everything but the run's path and the speed
+        return re.sub(r"[\d.]+ samples/s|\S*/(run|back)\S*", "", text)
+
+    assert "accuracy" in first and scores(first) == scores(second)
+    assert main(["import", str(run / "model.nir"), "--out", str(tmp_path / "back")]) == 2  # not empty

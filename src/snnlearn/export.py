@@ -381,8 +381,10 @@ _GRAPHS = {"proxy": _network_graph, "ann": _network_graph, "sgl": _network_graph
            "tssl": _tssl_graph, "s4nn": _single_spike_graph, "bs4nn": _single_spike_graph, "desire": _desire_graph}
 
 
-def to_nir(rule: Rule):
-    """The rule's network as a ``nir.NIRGraph`` (see the module docstring and docs/export.md)."""
+def to_nir(rule: Rule, config: dict[str, Any] | None = None):
+    """The rule's network as a ``nir.NIRGraph`` (see the module docstring and docs/export.md).
+    ``config``: the run's recipe, kept (as JSON) so that ``snnlearn import --out`` can write a run
+    directory that ``snnlearn eval`` scores on the same data."""
     try:
         build = _GRAPHS[rule.name]
     except KeyError:
@@ -394,14 +396,16 @@ def to_nir(rule: Rule):
                 "snnlearn.dt": 1.0, "snnlearn.r_convention": "per_step",
                 "snnlearn.step_order": "every projection acts in the same step; Delay nodes add whole steps",
                 **meta}
+    if config is not None:
+        metadata["snnlearn.config"] = json.dumps(config)
     return b.graph(out_shape, metadata)
 
 
-def write_nir(rule: Rule, path: str | Path) -> Path:
+def write_nir(rule: Rule, path: str | Path, config: dict[str, Any] | None = None) -> Path:
     """Write :func:`to_nir` of the rule to ``path`` (HDF5)."""
     nir = _nir()
     path = Path(path)
-    nir.write(str(path), to_nir(rule))
+    nir.write(str(path), to_nir(rule, config))
     return path
 
 
@@ -472,6 +476,36 @@ def from_nir(path_or_graph, device: str | torch.device = "cpu") -> Rule:
     return rule
 
 
+def nir_config(path_or_graph) -> dict[str, Any] | None:
+    """The run recipe stored in a graph exported from a run directory, or None."""
+    g = read_nir(path_or_graph)
+    text = g.metadata.get("snnlearn.config")
+    return None if text is None else json.loads(str(_scalar(text)))
+
+
+def write_run_dir(rule: Rule, config: dict[str, Any], out_dir: str | Path) -> Path:
+    """A run directory (``config.yaml``, ``run.json``, ``checkpoint/{best,last}``) holding
+    ``rule``, which ``snnlearn eval`` and :func:`load_model` read like a trained run."""
+    import yaml
+
+    from .checkpoint import save_checkpoint
+    from .train import RUN_FILE, write_json_atomic
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty; choose a new --out directory")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_json_atomic(out / RUN_FILE, {"format": 1, "config": config, "hparams": rule.hparams, "data": {},
+                                       "imported": "from an NIR graph (snnlearn import)"})
+    tensors, rule_state = rule.full_state()
+    state = {"epoch": int(config.get("epochs", 1)) - 1, "input_shape": list(rule.input_shape),
+             "n_classes": rule.n_classes, "rule": rule_state, "history": [], "best": {}}
+    for which in ("best", "last"):
+        save_checkpoint(out / "checkpoint" / which, tensors, state)
+    return out
+
+
 def describe_nir(path_or_graph) -> str:
     """A short text summary of any NIR graph: nodes in edge order with their types and shapes,
     and the graph metadata."""
@@ -494,12 +528,12 @@ def describe_nir(path_or_graph) -> str:
         lines.append(f"  {name:<12} {kind:<10} {' '.join(parts)}")
     lines.append("edges: " + ", ".join(f"{a}->{b}" for a, b in g.edges))
     for k, v in g.metadata.items():
-        if k == "snnlearn.hparams":
+        if k in ("snnlearn.hparams", "snnlearn.config"):
             continue
         v = _scalar(v)
         lines.append(f"  {k}: {np.asarray(v).tolist() if isinstance(v, np.ndarray) else v}")
     return "\n".join(lines)
 
 
-__all__ = ["FORMATS", "NIR_FORMAT", "describe_nir", "from_nir", "load_model", "model_of", "read_nir",
-           "save_tensors", "strict_threshold", "to_nir", "write_nir"]
+__all__ = ["FORMATS", "NIR_FORMAT", "describe_nir", "from_nir", "load_model", "model_of", "nir_config", "read_nir",
+           "save_tensors", "strict_threshold", "to_nir", "write_nir", "write_run_dir"]
