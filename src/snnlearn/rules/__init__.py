@@ -16,6 +16,7 @@ RULES: dict[str, str] = {
     "ann": "snnlearn.rules.proxy:CNN",
     "sgl": "snnlearn.rules.proxy:SurrogateGradient",
     "conversion": "snnlearn.rules.conversion:Conversion",
+    "stidi": "snnlearn.rules.stidi:STiDi",
 }
 
 

@@ -1,0 +1,544 @@
+"""Event-driven numba kernels of STiDi-BP (see :mod:`snnlearn.rules.stidi` for the equations).
+
+One sample at a time, as the paper trains. The network is described by integer tables:
+
+``lay[l]`` (one row per layer, ``_K_*`` columns): kind (0 conv, 1 pool, 2 fc), input geometry
+``cin, h, w``, ``cout`` and kernel ``k`` (conv) / pool size ``k``, ``nin, nout`` (neurons), the
+weight offset into the flat weight buffer, the offsets of the layer's input and output times in
+the flat times buffer, the index of the learnable layer (-1 for pooling) and the offset / count of
+its scaling factors α.
+
+Forward (Eqs. 1-2, 22). PL-PSP potentials are piecewise linear in t with integer breakpoints, so
+``v(t + 1) = v(t) + α·(R(t)/τ1 − F(t)/τ2)`` where ``R(t)`` sums the weights of inputs spiking in
+``(t − τ1, t]`` (rising edge) and ``F(t)`` those in ``(t − τ, t − τ1]`` (falling edge); inputs older
+than τ no longer count. A neuron fires at the first grid step with ``v ≥ θ`` (or ``v > θ``).
+Conv neurons (≤ cin·k² inputs each) jump from breakpoint to breakpoint and only step inside the
+segment where the potential reaches θ; fully connected layers accumulate the weight rows of the
+inputs of each time bin once and then step all neurons together.
+
+Backward (Eqs. 4-21, 23-25), top-down: each learnable layer first computes the displacement of
+the layer below (Eq. 14) from its weights *before* its own update, then updates itself. Since the
+layers below are updated later, every target comes from the pre-update weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import HAVE_NUMBA, njit
+from .single_spike import HAVE_NUMBA as _CORE_NUMBA
+
+if HAVE_NUMBA and _CORE_NUMBA:
+    import numba as _numba
+
+    from .single_spike import nb_normalise, nb_relative_targets
+
+    # The row loop of the FC update carries two sums (Eq. 14); letting LLVM reassociate them is
+    # what vectorises the loop. Only the summation order changes (the weight update itself has no
+    # reduction), which the tests bound at 1e-12.
+    _njit_sum = _numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+
+    @_njit_sum
+    def _fc_row(row, tpost, tj, t_max, cq, aq, riseX, fallX, epsX):  # pragma: no cover - compiled
+        """One presynaptic row: Eq. 10 in place, and the two sums of Eq. 14 (rising, falling)."""
+        ar = 0.0
+        af = 0.0
+        for i in range(row.shape[0]):
+            x = tpost[i] - tj + t_max
+            wv = row[i]
+            cw = cq[i] * wv
+            ar += cw * riseX[x]
+            af += cw * fallX[x]
+            row[i] = wv + aq[i] * epsX[x]  # ε = 0 for t_i < t_j: Eq. 6
+        return ar, af
+
+# lay columns
+(_K_KIND, _K_CIN, _K_H, _K_W, _K_COUT, _K_K, _K_NIN, _K_NOUT, _K_WOFF, _K_TIN, _K_TOUT, _K_LIDX,
+ _K_AOFF, _K_NA) = range(14)
+N_LAY_COLS = 14
+CONV, POOL, FC = 0, 1, 2
+# ip (integer parameters)
+(_P_TMAX, _P_TAU1, _P_TAU2, _P_STRICT, _P_NORM, _P_TRULE, _P_CLAMP, _P_ROUTE, _P_EQ15, _P_BINARY,
+ _P_DISP_EFF, _P_DISP_SILENT) = range(12)
+N_IP = 12
+# fp columns per learnable layer
+_F_THETA, _F_LR, _F_BETA, _F_LRA = range(4)
+
+if HAVE_NUMBA and _CORE_NUMBA:
+
+    @njit
+    def _conv_forward(tin, Wf, alpha, aoff, na, cin, h, w, cout, k, theta, strict, tau1, tau2, t_max,
+                      tout, keys, taps, Wt, R, F, V, fired):  # pragma: no cover - compiled
+        """Conv layer, valid padding, stride 1: first crossing of every neuron (Eqs. 1-2, 22).
+
+        Per position, the active inputs are sorted by time once and all maps walk the shared
+        breakpoints (input time, +τ1, +τ) together; between breakpoints every potential is
+        linear, so a map only steps through the one segment in which it reaches θ."""
+        ho = h - k + 1
+        wo = w - k + 1
+        kk = k * k
+        nt = cin * kk
+        tau = tau1 + tau2
+        for tap in range(nt):  # tap-major copy: the maps of one tap are contiguous
+            for d in range(cout):
+                Wt[tap, d] = Wf[d * nt + tap]
+        for d in range(cout):
+            V[d] = alpha[aoff + (d if na > 1 else 0)]  # V holds α until the walk starts
+        al = V[:cout].copy()
+        M = np.empty(cout)
+        E = np.empty(cout)
+        for y in range(ho):
+            for x in range(wo):
+                n = 0
+                for c in range(cin):
+                    for a in range(k):
+                        base = c * h * w + (y + a) * w + x
+                        for b in range(k):
+                            t = tin[base + b]
+                            if t < t_max:
+                                key = t * nt + c * kk + a * k + b
+                                r = n  # insertion sort (n <= cin·k²)
+                                while r > 0 and keys[r - 1] > key:
+                                    keys[r] = keys[r - 1]
+                                    r -= 1
+                                keys[r] = key
+                                n += 1
+                for d in range(cout):
+                    tout[d * ho * wo + y * wo + x] = t_max
+                if n == 0:
+                    continue
+                for r in range(n):
+                    taps[r] = keys[r] % nt
+                    keys[r] = keys[r] // nt  # times, sorted
+                for d in range(cout):
+                    R[d] = 0.0
+                    F[d] = 0.0
+                    V[d] = 0.0
+                    fired[d] = 0
+                alive = cout
+                p0 = 0
+                p1 = 0
+                p2 = 0
+                tc = keys[0]
+                while alive > 0:
+                    # apply the breakpoints at tc
+                    while p0 < n and keys[p0] == tc:
+                        row = Wt[taps[p0]]
+                        for d in range(cout):
+                            R[d] += row[d]
+                        p0 += 1
+                    while p1 < p0 and keys[p1] + tau1 == tc:
+                        row = Wt[taps[p1]]
+                        for d in range(cout):
+                            R[d] -= row[d]
+                            F[d] += row[d]
+                        p1 += 1
+                    while p2 < p1 and keys[p2] + tau == tc:
+                        row = Wt[taps[p2]]
+                        for d in range(cout):
+                            F[d] -= row[d]
+                        p2 += 1
+                    nb = t_max - 1
+                    if p0 < n and keys[p0] < nb:
+                        nb = keys[p0]
+                    if p1 < p0 and keys[p1] + tau1 < nb:
+                        nb = keys[p1] + tau1
+                    if p2 < p1 and keys[p2] + tau < nb:
+                        nb = keys[p2] + tau
+                    if nb <= tc or p2 == n:  # end of the grid, or every input has expired
+                        break
+                    ln = nb - tc
+                    hit = False
+                    for d in range(cout):  # branch-free, vectorisable
+                        M[d] = al[d] * (R[d] / tau1 - F[d] / tau2)
+                        E[d] = V[d] + M[d] * ln
+                        hit |= (E[d] > theta) if strict else (E[d] >= theta)
+                    if hit:
+                        for d in range(cout):
+                            if fired[d] or not ((E[d] > theta) if strict else (E[d] >= theta)):
+                                continue
+                            for t in range(tc + 1, nb + 1):
+                                vt = V[d] + M[d] * (t - tc)
+                                if (vt > theta) if strict else (vt >= theta):
+                                    tout[d * ho * wo + y * wo + x] = t
+                                    break
+                            fired[d] = 1
+                            E[d] = -np.inf  # a neuron fires once: keep it out of the test above
+                            alive -= 1
+                    for d in range(cout):
+                        V[d] = E[d]
+                    tc = nb
+
+    @njit
+    def _pool_forward(tin, c, h, w, k, tout, win, tin_base):  # pragma: no cover - compiled
+        """First-spike max pooling: earliest input of each window; ties go to the first index."""
+        ho = h // k
+        wo = w // k
+        for n in range(c):
+            for y in range(ho):
+                for x in range(wo):
+                    best = -1
+                    bi = -1
+                    for a in range(k):
+                        for b in range(k):
+                            i = n * h * w + (y * k + a) * w + (x * k + b)
+                            if best < 0 or tin[i] < best:
+                                best = tin[i]
+                                bi = i
+                    o = n * ho * wo + y * wo + x
+                    tout[o] = best
+                    win[o] = tin_base + bi
+
+    @njit
+    def _fc_forward(tin, Wf, al, nin, nout, theta, strict, tau1, tau2, t_max, tout, A, used, R, F, V):  # pragma: no cover
+        """Fully connected layer: weight rows summed per input time bin, then all neurons stepped."""
+        tau = tau1 + tau2
+        for s in range(t_max):
+            used[s] = 0
+        tfirst = t_max
+        for i in range(nin):
+            s = tin[i]
+            if s < t_max:
+                row = Wf[i * nout:(i + 1) * nout]
+                if used[s] == 0:
+                    used[s] = 1
+                    for j in range(nout):
+                        A[s, j] = row[j]
+                else:
+                    for j in range(nout):
+                        A[s, j] += row[j]
+                if s < tfirst:
+                    tfirst = s
+        for j in range(nout):
+            tout[j] = t_max
+            R[j] = 0.0
+            F[j] = 0.0
+            V[j] = 0.0
+        alive = nout
+        for t in range(tfirst, t_max - 1):
+            # slope from t to t + 1: inputs at t start rising, at t − τ1 start falling, at t − τ end
+            if used[t]:
+                for j in range(nout):
+                    R[j] += A[t, j]
+            if t - tau1 >= 0 and used[t - tau1]:
+                for j in range(nout):
+                    R[j] -= A[t - tau1, j]
+                    F[j] += A[t - tau1, j]
+            if t - tau >= 0 and used[t - tau]:
+                for j in range(nout):
+                    F[j] -= A[t - tau, j]
+            hit = False
+            for j in range(nout):  # branch-free, vectorisable; fired neurons are ignored below
+                V[j] += al * (R[j] / tau1 - F[j] / tau2)
+                hit |= (V[j] > theta) if strict else (V[j] >= theta)
+            if hit:
+                for j in range(nout):
+                    if tout[j] == t_max and ((V[j] > theta) if strict else (V[j] >= theta)):
+                        tout[j] = t + 1
+                        V[j] = -np.inf  # a neuron fires once: keep it out of the test above
+                        alive -= 1
+            if alive == 0:
+                break
+
+    @njit
+    def forward_sample(x, lay, Wf, alpha, fp, ip, times, win, A, used, R, F, V, keys, taps, Wt, fired):  # pragma: no cover
+        t_max = ip[_P_TMAX]
+        tau1 = ip[_P_TAU1]
+        tau2 = ip[_P_TAU2]
+        strict = ip[_P_STRICT] != 0
+        for i in range(x.shape[0]):
+            times[i] = x[i]
+        for l in range(lay.shape[0]):
+            kind = lay[l, _K_KIND]
+            nin = lay[l, _K_NIN]
+            nout = lay[l, _K_NOUT]
+            tin = times[lay[l, _K_TIN]:lay[l, _K_TIN] + nin]
+            tout = times[lay[l, _K_TOUT]:lay[l, _K_TOUT] + nout]
+            if kind == POOL:
+                _pool_forward(tin, lay[l, _K_CIN], lay[l, _K_H], lay[l, _K_W], lay[l, _K_K], tout,
+                              win[lay[l, _K_TOUT]:lay[l, _K_TOUT] + nout], lay[l, _K_TIN])
+                continue
+            li = lay[l, _K_LIDX]
+            theta = fp[li, _F_THETA]
+            woff = lay[l, _K_WOFF]
+            if kind == CONV:
+                cin = lay[l, _K_CIN]
+                k = lay[l, _K_K]
+                cout = lay[l, _K_COUT]
+                _conv_forward(tin, Wf[woff:woff + cout * cin * k * k], alpha, lay[l, _K_AOFF], lay[l, _K_NA], cin,
+                              lay[l, _K_H], lay[l, _K_W], cout, k, theta, strict, tau1, tau2, t_max, tout, keys, taps,
+                              Wt, R, F, V, fired)
+            else:
+                _fc_forward(tin, Wf[woff:woff + nin * nout], alpha[lay[l, _K_AOFF]], nin, nout, theta, strict,
+                            tau1, tau2, t_max, tout, A, used, R, F, V)
+
+    @njit
+    def _eps(s, tau1, tau2):  # pragma: no cover - compiled
+        """Eq. 2 at an integer lag."""
+        if s < 0:
+            return 0.0
+        if s < tau1:
+            return s / tau1
+        if s < tau1 + tau2:
+            return (tau1 + tau2 - s) / tau2
+        return 0.0
+
+    @njit
+    def _dv(wv, s, tau1, tau2):  # pragma: no cover - compiled
+        """Eq. 13 at lag s = t_i − t_j."""
+        if s < 0:
+            return 0.0
+        if s < tau1:
+            return -wv / tau1
+        if s < tau1 + tau2:
+            return wv / tau2
+        return 0.0
+
+    @njit
+    def backward_sample(label, lay, W, Wf, alpha, fp, ip, gamma, times, win, T, e, disp, cvec, dK, stats):  # pragma: no cover
+        """Targets, displacements, errors and updates of one sample (see the module docstring).
+
+        ``W`` is the real weight buffer (updated in place), ``Wf`` the forward weights (``W``
+        itself, or sign(W) in binary mode, refreshed here for every changed weight)."""
+        t_max = ip[_P_TMAX]
+        tau1 = ip[_P_TAU1]
+        tau2 = ip[_P_TAU2]
+        norm = ip[_P_NORM]
+        clip = ip[_P_CLAMP] != 0
+        binary = ip[_P_BINARY] != 0
+        disp_eff = ip[_P_DISP_EFF] != 0
+        disp_silent = ip[_P_DISP_SILENT] != 0
+        nl = lay.shape[0]
+        # ---- output targets (§3.1.1) and error (Eq. 4)
+        ob = lay[nl - 1, _K_TOUT]
+        C = lay[nl - 1, _K_NOUT]
+        to = times[ob:ob + C]
+        Tq = T[ob:ob + C]
+        nb_relative_targets(to, label, t_max, gamma, ip[_P_TRULE], ip[_P_CLAMP] != 0, Tq)
+        eq = e[ob:ob + C]
+        loss = 0.0
+        for j in range(C):
+            eq[j] = (Tq[j] - to[j]) / t_max
+            loss += 0.5 * eq[j] * eq[j]
+        stats[0] = loss
+        nb_normalise(eq, norm)
+        for l in range(nl - 1, -1, -1):
+            kind = lay[l, _K_KIND]
+            nin = lay[l, _K_NIN]
+            nout = lay[l, _K_NOUT]
+            pb = lay[l, _K_TIN]
+            qb = lay[l, _K_TOUT]
+            tpre = times[pb:pb + nin]
+            tpost = times[qb:qb + nout]
+            if kind == POOL:
+                # route each pool neuron's displacement to the conv neuron(s) below
+                ec = e[pb:pb + nin]
+                Tc = T[pb:pb + nin]
+                for i in range(nin):
+                    ec[i] = 0.0
+                    Tc[i] = -1.0  # no target
+                c = lay[l, _K_CIN]
+                h = lay[l, _K_H]
+                w = lay[l, _K_W]
+                k = lay[l, _K_K]
+                ho = h // k
+                wo = w // k
+                for p in range(nout):
+                    dp = disp[qb + p]
+                    if ip[_P_ROUTE] == 0:
+                        i = win[qb + p] - pb
+                        tg = tpre[i] + dp
+                        if clip:
+                            tg = min(max(tg, 0.0), float(t_max))
+                        Tc[i] = tg
+                        ec[i] = (tg - tpre[i]) / t_max
+                    else:
+                        n = p // (ho * wo)
+                        r = p - n * ho * wo
+                        y = r // wo
+                        x = r - y * wo
+                        for a in range(k):
+                            for b in range(k):
+                                i = n * h * w + (y * k + a) * w + (x * k + b)
+                                if tpre[i] < t_max:
+                                    tg = tpre[i] + dp
+                                    if clip:
+                                        tg = min(max(tg, 0.0), float(t_max))
+                                    Tc[i] = tg
+                                    ec[i] = (tg - tpre[i]) / t_max
+                nb_normalise(ec, norm)
+                continue
+            li = lay[l, _K_LIDX]
+            theta = fp[li, _F_THETA]
+            lr = fp[li, _F_LR]
+            beta = fp[li, _F_BETA]
+            lra = fp[li, _F_LRA]
+            woff = lay[l, _K_WOFF]
+            aoff = lay[l, _K_AOFF]
+            na = lay[l, _K_NA]
+            eq = e[qb:qb + nout]
+            cq = cvec[:nout]
+            scale = float(t_max) * t_max if (kind == CONV and ip[_P_EQ15] != 0) else 1.0
+            for i in range(nout):
+                cq[i] = eq[i] / t_max * tpost[i] / theta * scale  # Eqs. 7, 9 (Eq. 19 / Eq. 15 for conv)
+            need_disp = l > 0
+            dd = disp[pb:pb + nin]
+            if need_disp:
+                for j in range(nin):
+                    dd[j] = 0.0
+            if kind == FC:
+                Wl = W[woff:woff + nin * nout]
+                Fl = Wf[woff:woff + nin * nout]
+                al = alpha[aoff]
+                ga = 0.0
+                tau = tau1 + tau2
+                # lag tables over s = t_i − t_j in −t_max..t_max (index s + t_max): ε(s) (Eq. 2) and
+                # the indicators of the two cases of Eq. 13; they make the row loop branch-free
+                nt2 = 2 * t_max + 1
+                epsX = cvec[nout:nout + nt2]
+                riseX = cvec[nout + nt2:nout + 2 * nt2]
+                fallX = cvec[nout + 2 * nt2:nout + 3 * nt2]
+                for sl in range(nt2):
+                    lag = sl - t_max
+                    epsX[sl] = _eps(lag, tau1, tau2)
+                    riseX[sl] = 1.0 if 0 <= lag < tau1 else 0.0
+                    fallX[sl] = 1.0 if tau1 <= lag < tau else 0.0
+                aq = cvec[nout + 3 * nt2:2 * nout + 3 * nt2]
+                sil = cvec[2 * nout + 3 * nt2:3 * nout + 3 * nt2]
+                ns = 0
+                for i in range(nout):
+                    aq[i] = -lr * cq[i]
+                    if tpost[i] >= t_max:
+                        sil[ns] = i
+                        ns += 1
+                use_eff = binary and disp_eff
+                for j in range(nin):
+                    tj = tpre[j]
+                    row = Wl[j * nout:(j + 1) * nout]
+                    frow = Fl[j * nout:(j + 1) * nout]
+                    ar = 0.0  # Σ c_i w_ij over the rising lags, Eq. 13 first case
+                    af = 0.0  # and over the falling lags, second case
+                    if tj >= t_max:
+                        # a silent presynaptic neuron meets only silent postsynaptic ones (lag 0)
+                        if need_disp and ns > 0 and disp_silent:
+                            for r in range(ns):
+                                i = int(sil[r])
+                                wv = al * frow[i] if use_eff else row[i]
+                                ar += cq[i] * wv
+                            dd[j] = -beta * (-ar / tau1 + af / tau2)
+                        continue
+                    if not binary:
+                        ar, af = _fc_row(row, tpost, tj, t_max, cq, aq, riseX, fallX, epsX)
+                    else:
+                        for i in range(nout):
+                            s = tpost[i] - tj
+                            if s < 0:
+                                continue
+                            wv = al * frow[i] if use_eff else row[i]
+                            if s < tau1:
+                                ar += cq[i] * wv
+                            elif s < tau:
+                                af += cq[i] * wv
+                            ep = epsX[s + t_max]
+                            if ep != 0.0:
+                                ga += cq[i] * frow[i] * ep  # Eqs. 24-25, with the pre-update sign
+                                row[i] += aq[i] * ep  # Eq. 10 on the real weight
+                                frow[i] = 1.0 if row[i] >= 0 else -1.0
+                    if need_disp:
+                        dd[j] = -beta * (-ar / tau1 + af / tau2)
+                if binary:
+                    alpha[aoff] += -lra * ga
+            else:  # conv: Eqs. 16-21 summed over the positions of each map
+                cin = lay[l, _K_CIN]
+                h = lay[l, _K_H]
+                w = lay[l, _K_W]
+                k = lay[l, _K_K]
+                cout = lay[l, _K_COUT]
+                ho = h - k + 1
+                wo = w - k + 1
+                kk = k * k
+                nk = cout * cin * kk
+                Wl = W[woff:woff + nk]
+                Fl = Wf[woff:woff + nk]
+                dKl = dK[:nk]
+                for q in range(nk):
+                    dKl[q] = 0.0
+                gal = dK[nk:nk + cout]
+                for q in range(cout):
+                    gal[q] = 0.0
+                for d in range(cout):
+                    al = alpha[aoff + (d if na > 1 else 0)]
+                    for y in range(ho):
+                        for x in range(wo):
+                            i = d * ho * wo + y * wo + x
+                            ci = cq[i]
+                            if ci == 0.0:
+                                continue
+                            ti = tpost[i]
+                            for n in range(cin):
+                                for a in range(k):
+                                    for b in range(k):
+                                        j = n * h * w + (y + a) * w + (x + b)
+                                        s = ti - tpre[j]
+                                        if s < 0:
+                                            continue
+                                        q = d * cin * kk + n * kk + a * k + b
+                                        if need_disp and (disp_silent or tpre[j] < t_max):
+                                            wv = al * Fl[q] if (binary and disp_eff) else Wl[q]
+                                            dd[j] += -beta * ci * _dv(wv, s, tau1, tau2)
+                                        ep = _eps(s, tau1, tau2)
+                                        if ep != 0.0:
+                                            dKl[q] += -lr * ci * ep
+                                            if binary:
+                                                gal[d if na > 1 else 0] += ci * Fl[q] * ep
+                for q in range(nk):
+                    Wl[q] += dKl[q]
+                    if binary:
+                        Fl[q] = 1.0 if Wl[q] >= 0 else -1.0
+                if binary:
+                    for m in range(na):
+                        alpha[aoff + m] += -lra * gal[m]
+            # targets and errors of the layer below (a pool layer routes them further down)
+            if need_disp and lay[l - 1, _K_KIND] != POOL:
+                Tb = T[pb:pb + nin]
+                eb = e[pb:pb + nin]
+                for j in range(nin):
+                    tg = tpre[j] + dd[j]
+                    if clip:
+                        tg = min(max(tg, 0.0), float(t_max))
+                    Tb[j] = tg
+                    eb[j] = (tg - tpre[j]) / t_max
+                nb_normalise(eb, norm)
+
+    @njit
+    def _scratch(nmax, tmaxc, kmax):  # pragma: no cover - compiled
+        """Work buffers of :func:`forward_sample`."""
+        return (np.empty((tmaxc, nmax), np.float64), np.zeros(tmaxc, np.int64), np.empty(nmax, np.float64),
+                np.empty(nmax, np.float64), np.empty(nmax, np.float64), np.empty(kmax, np.int64),
+                np.empty(kmax, np.int64), np.empty((kmax, nmax), np.float64), np.empty(nmax, np.int64))
+
+    @njit
+    def learn_batch(x, y, lay, W, Wf, alpha, fp, ip, gamma, fire_count, n_in, out_times, out_win, out_T, out_e,
+                    out_disp, out_stats, nmax, tmaxc, kmax):  # pragma: no cover - compiled
+        """Per-sample training over the rows of ``x`` (each sample updates the weights before the
+        next one is seen, exactly as B calls with one sample each)."""
+        t_max = ip[_P_TMAX]
+        A, used, R, F, V, keys, taps, Wt, fired = _scratch(nmax, tmaxc, kmax)
+        cvec = np.empty(3 * out_times.shape[1] + 6 * t_max + 3, np.float64)
+        dK = np.empty(W.shape[0] + alpha.shape[0] + 1024, np.float64)
+        for b in range(x.shape[0]):
+            times = out_times[b]
+            forward_sample(x[b], lay, Wf, alpha, fp, ip, times, out_win[b], A, used, R, F, V, keys, taps, Wt, fired)
+            for q in range(n_in, times.shape[0]):
+                if times[q] < t_max:
+                    fire_count[q - n_in] += 1
+            backward_sample(y[b], lay, W, Wf, alpha, fp, ip, gamma, times, out_win[b], out_T[b], out_e[b],
+                            out_disp[b], cvec, dK, out_stats[b])
+
+    @njit
+    def predict_range(x, lo, hi, lay, Wf, alpha, fp, ip, out_times, out_win, nmax, tmaxc, kmax):  # pragma: no cover
+        A, used, R, F, V, keys, taps, Wt, fired = _scratch(nmax, tmaxc, kmax)
+        for b in range(lo, hi):
+            forward_sample(x[b], lay, Wf, alpha, fp, ip, out_times[b], out_win[b], A, used, R, F, V, keys, taps, Wt, fired)
