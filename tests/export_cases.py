@@ -13,6 +13,8 @@ CASES = [
     ("s4nn-paper", "s4nn", "784-30-10", "paper", {"threshold": 10.0}),
     ("s4nn-reference", "s4nn", "784-30-10", "reference", {"threshold": 10.0}),
     ("bs4nn", "bs4nn", "784-30-10", "reference", {"threshold": 10.0}),
+    ("stidi-r", "stidi", "4C5-P2-20-10", "normalised", {"threshold": [5.0, 2.0, 0.3]}),
+    ("stidi-b", "stidi", "4C5-P2-20-10", "normalised", {"binary": True, "threshold": [5.0, 10.0, 0.5]}),
     ("desire-paper", "desire", "784-40-20-10", "paper", {"lr": 1e-3}),
     ("desire-reference", "desire", "784-40-20-10", "reference", {"lr": 1e-3}),
     ("tssl-reference-cnn", "tssl", "4C5-P2-30-10", "reference", {"T": 6, "weight_scale": 3.0}),
@@ -46,7 +48,7 @@ def trained(case_id: str):
     xtr, ytr, _, _ = mnist()
     rule = get_rule(name)(arch, (1, 28, 28), 10, variant=variant, seed=0, **hp)
     rule.start_epoch(0, 1)
-    bs = 1 if name in ("s4nn", "bs4nn", "desire") else 16
+    bs = 1 if name in ("s4nn", "bs4nn", "desire", "stidi") else 16
     n = 8 if bs == 1 else 32
     for lo in range(0, n, bs):
         rule.learn(xtr[lo : lo + bs], ytr[lo : lo + bs])

@@ -17,7 +17,7 @@ from snnlearn.export import load_model, model_of, save_tensors  # noqa: E402
 def module_scores(rule, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The rule's decision scores computed from the module alone."""
     name = rule.name
-    if name in ("s4nn", "bs4nn"):
+    if name in ("s4nn", "bs4nn", "stidi"):
         return -model(x).to(torch.float32)
     if name == "desire":
         return model(x).float()
@@ -45,15 +45,20 @@ def test_module_equals_predict(case):
     assert (~d.silent).sum() > len(x) // 2 or case == "conversion-ding2021"
 
 
-@pytest.mark.parametrize("case", ["s4nn-paper", "s4nn-reference", "bs4nn", "desire-paper", "desire-reference"])
+@pytest.mark.parametrize("case", ["s4nn-paper", "s4nn-reference", "bs4nn", "stidi-r", "stidi-b", "desire-paper",
+                                  "desire-reference"])
 def test_hand_written_modules_layout(case):
     """PyTorch names and the (out, in) layout; every layer's spikes equal the rule's."""
     rule = trained(case)
     model = rule.to_module()
     sd = model.state_dict()
-    sizes = rule.sizes
-    for l in range(len(sizes) - 1):
-        assert tuple(sd[f"layers.{l}.weight"].shape) == (sizes[l + 1], sizes[l])
+    if rule.name == "stidi":
+        assert tuple(sd["layers.0.weight"].shape) == (4, 1, 5, 5)
+        assert tuple(sd["layers.1.weight"].shape) == (20, 4 * 12 * 12)
+    else:
+        sizes = rule.sizes
+        for l in range(len(sizes) - 1):
+            assert tuple(sd[f"layers.{l}.weight"].shape) == (sizes[l + 1], sizes[l])
     x, _ = eval_images()
     if rule.name == "desire":
         counts = rule.spike_counts(x)

@@ -377,7 +377,65 @@ def _desire_graph(rule) -> tuple[_Builder, dict[str, Any], tuple]:
     return b, meta, (rule.n_classes,)
 
 
-_GRAPHS = {"proxy": _network_graph, "ann": _network_graph, "sgl": _network_graph, "conversion": _network_graph,
+# ----------------------------------------------------------------------- STiDi-BP
+def _stidi_graph(rule) -> tuple[_Builder, dict[str, Any], tuple]:
+    """Layers and weights exactly; the PL-PSP kernel (Eq. 2) has no NIR node, so the neurons are
+    IF nodes (single spike by a very negative v_reset) carrying ``snnlearn.neuron: pl_psp``, τ1, τ2."""
+    nir = _nir()
+    mod = rule.to_module()
+    dt = np.float64
+    shape = tuple(rule.architecture.input_shape)
+    b = _Builder(nir, shape)
+    ge = rule.hparams["threshold_test"] == ">="
+    neuron_md = {"snnlearn.neuron": "pl_psp", "snnlearn.tau1": rule.tau1, "snnlearn.tau2": rule.tau2,
+                 "snnlearn.max_spikes": 1}
+    specs = rule.architecture.layers
+    for l, L in enumerate(rule.layers):
+        out_shape = tuple(specs[l].out_shape)
+        if L["kind"] == "pool":
+            k = L["k"]
+            b.add("sumpool", nir.SumPool2d(kernel_size=np.array([k, k]), stride=np.array([k, k]), padding=np.array([0, 0]),
+                                           metadata={"snnlearn.pool": "first_spike"}))
+            # the first spike of the window: OR of the window, then never again
+            b.add("poolif", _if(nir, out_shape, 0.5, dt, "single_spike", ge=False,
+                                v_reset=np.full(out_shape, -(k * k + 1.0)), extra_md={"snnlearn.max_spikes": 1}))
+            shape = out_shape
+            continue
+        li = L["lidx"]
+        a = mod.__getattr__(f"alpha{li}")
+        wf = mod.forward_weight(li)  # float64; fc (in, out)
+        extra = {f"W{li + 1}": rule.W[li]} if rule.binary else {}
+        if li == 0:
+            extra["alpha"] = rule.alpha
+        if L["kind"] == "conv":
+            Wn = wf * a.view(-1, 1, 1, 1)
+            md = _weight_meta(f"W{li + 1}", not rule.binary, extra=extra)
+            b.add("conv", nir.Conv2d(input_shape=tuple(shape[1:]), weight=_np(Wn), stride=1, padding=0, dilation=1,
+                                     groups=1, bias=np.zeros(Wn.shape[0], dt), metadata=md))
+            pos = Wn.clamp(min=0).flatten(1).sum(1)
+            v_reset = -(pos.view(-1, 1, 1).expand(out_shape) + 1.0)
+        else:
+            if len(shape) > 1:
+                b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1))
+            Wn = wf.t() * a
+            md = _weight_meta(f"W{li + 1}", not rule.binary, transpose=True, extra=extra)
+            b.add("fc", nir.Affine(weight=_np(Wn), bias=np.zeros(Wn.shape[0], dt), metadata=md))
+            v_reset = -(Wn.clamp(min=0).sum(1) + 1.0)
+        b.add("plpsp", _if(nir, out_shape, rule.threshold[li], dt, "single_spike", ge=ge, v_reset=_np(v_reset),
+                           extra_md=neuron_md))
+        shape = out_shape
+    meta = {"snnlearn.T": rule.t_max, "snnlearn.t_max": rule.t_max,
+            "snnlearn.readout": "first_spike: the earliest output spike wins; no spike in 0..t_max−1 = silent",
+            "snnlearn.input_encoding": "time to first spike: one spike per pixel at ⌊(255 − I)·t_max/255⌋; "
+                                       "black pixels (t = t_max) do not spike",
+            "snnlearn.neuron": "pl_psp: v(t) = Σ_j w_j ε(t − t_j), ε(s) = s/τ1 on [0, τ1), (τ1 + τ2 − s)/τ2 on "
+                               "[τ1, τ1 + τ2), 0 elsewhere (not an NIR primitive)",
+            "snnlearn.tau1": rule.tau1, "snnlearn.tau2": rule.tau2,
+            "snnlearn.exactness": "metadata"}
+    return b, meta, (rule.n_classes,)
+
+
+_GRAPHS = {"stidi": _stidi_graph, "proxy": _network_graph, "ann": _network_graph, "sgl": _network_graph, "conversion": _network_graph,
            "tssl": _tssl_graph, "s4nn": _single_spike_graph, "bs4nn": _single_spike_graph, "desire": _desire_graph}
 
 

@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as Fnn
 from torch import Tensor, nn
 
 from .rules.single_spike import binary_sign, encode_first_spike
@@ -222,4 +223,106 @@ class DesireNet(nn.Module):
                 f"delay={self.delay}")
 
 
-__all__ = ["DesireNet", "SingleSpikeNet", "first_spike_layer"]
+def pl_psp(s: Tensor, tau1: int, tau2: int) -> Tensor:
+    """STiDi-BP's PL-PSP kernel (Eq. 2) at integer lags (float64): ``s/τ1`` on ``[0, τ1)``,
+    ``(τ1 + τ2 − s)/τ2`` on ``[τ1, τ1 + τ2)``, 0 elsewhere."""
+    s = s.to(torch.float64)
+    up = s / tau1
+    down = (tau1 + tau2 - s) / tau2
+    return torch.where((s >= 0) & (s < tau1), up,
+                       torch.where((s >= tau1) & (s < tau1 + tau2), down, torch.zeros_like(s)))
+
+
+def stidi_forward(x: Tensor, layers: list[dict], weights: list[Tensor], alphas: list[Tensor], threshold: list[float],
+                  t_max: int, tau1: int, tau2: int, strict: bool) -> list[tuple[Tensor, Tensor | None]]:
+    """STiDi-BP's torch forward (Eqs. 1–2, §2.4): ``[(times, pool winners or None)]`` for the
+    input and every layer. ``layers``: the rule's layer dicts; ``weights``: the float64 forward
+    weights of the conv ((out, in, k, k)) and fc ((in, out)) layers, ``alphas`` their scaling.
+    The potential of every neuron on the whole grid (dense PSP tensors, chunked over the batch),
+    first step with ``V ≥ θ`` (``V > θ`` if ``strict``); pooling takes the earliest spike."""
+    out: list[tuple[Tensor, Tensor | None]] = [(x, None)]
+    B = x.shape[0]
+    dev = x.device
+    tgrid = torch.arange(t_max, device=dev)
+    t = x
+    for L in layers:
+        if L["kind"] == "pool":
+            c, hh, ww, k = L["cin"], L["h"], L["w"], L["k"]
+            tt = t.view(B, c, hh, ww).to(torch.float64)
+            val, idx = Fnn.max_pool2d(-tt, k, return_indices=True)  # first index on ties
+            tout = (-val).to(torch.int64).reshape(B, -1)
+            winners = idx.reshape(B, c, -1) + (torch.arange(c, device=dev) * hh * ww).view(1, c, 1)
+            out.append((tout, winners.reshape(B, -1)))
+            t = tout
+            continue
+        li = L["lidx"]
+        w, a = weights[li], alphas[li]
+        per = max(1, int(2**25 // max(1, t_max * max(L["nin"], L["nout"]))))
+        chunks = []
+        for s in range(0, B, per):
+            tb = t[s:s + per]
+            E = pl_psp(tgrid.view(1, -1, 1) - tb.unsqueeze(1), tau1, tau2)  # (b, T, nin)
+            if L["kind"] == "fc":
+                V = (E @ w) * a
+            else:
+                b = tb.shape[0]
+                Ei = E.reshape(b * t_max, L["cin"], L["h"], L["w"])
+                V = Fnn.conv2d(Ei, w).reshape(b, t_max, L["cout"], -1)
+                V = (V * a.view(1, 1, -1, 1)).reshape(b, t_max, -1)
+            hit = (V > threshold[li]) if strict else (V >= threshold[li])
+            fired = hit.any(1)
+            first = hit.to(torch.uint8).argmax(1)
+            chunks.append(torch.where(fired, first, torch.full_like(first, t_max)))
+        t = torch.cat(chunks, 0) if chunks else torch.zeros(0, L["nout"], dtype=torch.int64, device=dev)
+        out.append((t, None))
+    return out
+
+
+class STiDiNet(nn.Module):
+    """The STiDi-BP network, inference only (Mirsadeghi et al. 2023, Eqs. 1–2, 22, §2.4):
+    single-spike PL-PSP neurons, first-spike pooling. ``forward(x)`` → output firing times (B, C)
+    (``t_max`` = silent); :meth:`times` every layer's. Weights ``layers.<i>.weight`` in PyTorch's
+    layout (conv (out, in, k, k), fc (out, in)); binary networks sum ``α·sign(W)`` (sign(0) = +1)."""
+
+    def __init__(self, layer_specs: list[dict], weights: list[Tensor], alphas: list[Tensor], threshold: list[float],
+                 t_max: int, tau1: int, tau2: int, strict: bool = False, binary: bool = False) -> None:
+        super().__init__()
+        self.specs = [dict(L) for L in layer_specs]
+        self.layers = nn.ModuleList(_Layer(w) for w in weights)
+        for i, a in enumerate(alphas):
+            self.register_buffer(f"alpha{i}", a.detach().clone().to(torch.float64))
+        self.threshold = [float(v) for v in threshold]
+        self.t_max, self.tau1, self.tau2 = int(t_max), int(tau1), int(tau2)
+        self.strict, self.binary = bool(strict), bool(binary)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Raw uint8 images → first-spike times (S4NN Eq. 1); int64 times pass through."""
+        if x.dtype == torch.uint8:
+            x = encode_first_spike(x, self.t_max)
+        if x.is_floating_point():
+            raise ValueError(f"STiDiNet: input must be uint8 images or int64 spike times, got {x.dtype}")
+        return x.reshape(x.shape[0], -1).to(self.layers[0].weight.device, torch.int64).contiguous()
+
+    def forward_weight(self, i: int) -> Tensor:
+        """Float64 forward weights of learnable layer i in the kernel's layout (fc: (in, out))."""
+        w = self.layers[i].weight.to(torch.float64)
+        if self.binary:
+            w = binary_sign(w, zero=1.0)
+        return w.t().contiguous() if w.ndim == 2 else w
+
+    @torch.no_grad()
+    def times(self, x: Tensor) -> list[Tensor]:
+        n = len(self.layers)
+        out = stidi_forward(self.encode(x), self.specs, [self.forward_weight(i) for i in range(n)],
+                            [getattr(self, f"alpha{i}") for i in range(n)], self.threshold, self.t_max,
+                            self.tau1, self.tau2, self.strict)
+        return [t for t, _ in out]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.times(x)[-1]
+
+    def extra_repr(self) -> str:
+        return f"t_max={self.t_max}, tau1={self.tau1}, tau2={self.tau2}, threshold={self.threshold}, binary={self.binary}"
+
+
+__all__ = ["DesireNet", "STiDiNet", "SingleSpikeNet", "first_spike_layer", "pl_psp", "stidi_forward"]
