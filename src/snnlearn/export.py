@@ -402,7 +402,7 @@ def _stidi_graph(rule) -> tuple[_Builder, dict[str, Any], tuple]:
             shape = out_shape
             continue
         li = L["lidx"]
-        a = mod.__getattr__(f"alpha{li}")
+        a = getattr(mod, f"alpha{li}")
         wf = mod.forward_weight(li)  # float64; fc (in, out)
         extra = {f"W{li + 1}": rule.W[li]} if rule.binary else {}
         if li == 0:
