@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 
-import torch
-
 from snnlearn.rules import get_rule
 
 CASES = [
@@ -61,4 +59,4 @@ def eval_images():
     return x, y
 
 
-__all__ = ["CASES", "IDS", "N_TEST", "mnist", "eval_images", "trained", "torch"]
+__all__ = ["CASES", "IDS", "N_TEST", "eval_images", "mnist", "trained"]

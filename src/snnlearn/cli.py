@@ -107,10 +107,12 @@ def cmd_export(args) -> int:
     from .train import load_run
 
     config, rule = load_run(args.run_dir, which=args.which, device=args.device)
-    ext = "nir" if args.format == "nir" else args.format
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{ext}"
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{args.format}"
     if args.format == "nir":
-        write_nir(rule, out, config=config)
+        try:
+            write_nir(rule, out, config=config)
+        except ImportError as e:
+            raise UserError(str(e)) from None
     else:
         save_tensors(rule, out, args.format)
     print(f"wrote {out} ({args.format}, {rule.describe()})")
@@ -120,7 +122,10 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     from .export import describe_nir, from_nir, nir_config, write_run_dir
 
-    print(describe_nir(args.file))
+    try:
+        print(describe_nir(args.file))
+    except ImportError as e:
+        raise UserError(str(e)) from None
     if args.out:
         config = nir_config(args.file)
         if config is None:
