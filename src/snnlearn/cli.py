@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.add_argument("--threads", type=_positive, help="CPU threads (torch and numba); default: leave as is")
+    t.add_argument("--threads", type=_positive, help="CPU threads (torch and numba); default: leave as is "
+                   "(1 per process under torchrun and with --jobs)")
+    t.add_argument("--jobs", type=_positive, default=1,
+                   help="with --seeds: train this many seeds at once, in separate processes of one thread each")
 
     e = sub.add_parser("eval", help="evaluate a trained run on its test set")
     e.add_argument("run_dir")
@@ -155,6 +158,7 @@ def cmd_recipes(args) -> int:
 
 def cmd_train(args) -> int:
     from .train import load_recipe, parse_overrides, run_recipe
+    from . import distributed
 
     overrides = parse_overrides(args.overrides)
     if args.epochs is not None:
@@ -164,24 +168,40 @@ def cmd_train(args) -> int:
             raise ValueError("give --seed or --seeds, not both")
         overrides["seed"] = args.seed
     config = load_recipe(args.recipe, overrides)
+    ctx, device = None, args.device
+    if distributed.launched_by_torchrun():  # torchrun --nproc_per_node=N -m snnlearn train ...
+        if args.jobs > 1:
+            raise UserError("--jobs runs seeds in parallel processes of its own; it cannot be combined with torchrun")
+        ctx, device = distributed.init_from_env(args.device)
     if args.threads:
         from .runtime import configure_threads
 
         configure_threads(args.threads)
     out = Path(args.out) if args.out else Path("runs") / f"{config['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = run_recipe(
-        config,
-        out,
-        seeds=args.seeds,
-        resume=args.resume,
-        device=args.device,
-        data_dir=args.data_dir,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
-    _print_summary(summary)
-    print(f"run directory: {out}")
+    if ctx is not None:
+        out = ctx.broadcast(out)  # the ranks' clocks may read different seconds
+    try:
+        summary = run_recipe(
+            config,
+            out,
+            seeds=args.seeds,
+            resume=args.resume,
+            jobs=args.jobs,
+            device=device,
+            data_dir=args.data_dir,
+            limit_train=args.limit_train,
+            limit_test=args.limit_test,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            threads=args.threads,
+        )
+    finally:
+        if ctx is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if ctx is None or ctx.is_main:
+        _print_summary(summary)
+        print(f"run directory: {out}")
     return 0
 
 
@@ -203,7 +223,8 @@ def _print_summary(s: dict) -> None:
         print(f"  best validation accuracy:           {pct('best_val_accuracy')}{extra}")
     if s.get("test_at_best_val"):
         print(f"  test accuracy at best validation:   {100 * s['test_at_best_val']['accuracy']:.2f} %")
-    print(f"  {s['train_samples_per_second']:.0f} train samples/s, {s['eval_samples_per_second']:.0f} eval samples/s, {s['wall_seconds']:.1f} s")
+    ev = f"{s['eval_samples_per_second']:.0f}" if s.get("eval_samples_per_second") is not None else "n/a"
+    print(f"  {s['train_samples_per_second']:.0f} train samples/s, {ev} eval samples/s, {s['wall_seconds']:.1f} s")
 
 
 def cmd_eval(args) -> int:

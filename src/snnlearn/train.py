@@ -4,12 +4,18 @@ The Trainer only uses the :class:`~snnlearn.rules.base.Rule` contract. Per epoch
 
 1. calls ``rule.start_epoch``,
 2. visits the training split (shuffled with a permutation derived from ``(seed, epoch)`` when the
-   recipe says ``shuffle: true``, in dataset order otherwise), encodes large chunks with
-   ``rule.encode`` and calls ``rule.learn`` on every batch of ``batch_size`` (1 = per-sample SGD),
+   recipe says ``shuffle: true``, in dataset order otherwise), encodes large chunks of raw
+   (integer) samples with ``rule.encode`` (float samples are taken as encoded) and calls
+   ``rule.learn`` on every batch of ``batch_size`` (1 = per-sample SGD),
 3. calls ``rule.end_epoch``, checks the state for NaN/inf,
 4. evaluates the validation split (model selection) and the test split (reported, never used to
    select), appends a line to ``metrics.jsonl`` and writes an atomic checkpoint (``checkpoint/last``
    and, when validation improved, ``checkpoint/best``).
+
+Two entry points share this loop: :meth:`Trainer.run` (a recipe: its dataset, built-in or
+``folder:``/``npz:``, and its rule) and :meth:`Trainer.fit` (your rule on your tensors or
+``Dataset``). Under ``torchrun`` the loop is data-parallel (:mod:`snnlearn.distributed`,
+``docs/scaling.md``).
 
 A killed run continues with ``resume=True`` from the last completed epoch, bit for bit: the
 permutation of an epoch depends only on the seed and the epoch, and the rule's generator state is
@@ -34,6 +40,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +49,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, recover_checkpoint, save_checkpoint
-from .data import DATASETS, ArrayDataset, canonical_name, load_dataset, split_train_val
+from .data import CUSTOM_OPTIONS, DATASETS, ArrayDataset, canonical_name, custom_kind, load_dataset, split_train_val
+from .data import as_dataset as _as_dataset
+from . import distributed
 from .errors import UserError, one_line
 from .metrics import MetricAccumulator
 from .rules import Rule, get_rule
@@ -263,14 +272,7 @@ def validate_recipe(config: dict[str, Any]) -> None:
             raise UserError(f"recipe key {key!r} must be a name, got {config[key]!r}")
     if not isinstance(config["arch"], (str, int)) or isinstance(config["arch"], bool):
         raise UserError(f"recipe key 'arch' must be an architecture string such as '784-400-10', got {config['arch']!r}")
-    for key in ("epochs", "batch_size", "val_size", "eval_batch_size", "seed", "chunk_size"):
-        if key in config and (not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < 0):
-            raise UserError(f"recipe key {key!r} must be a non-negative integer, got {config[key]!r}")
-    for key in ("batch_size", "eval_batch_size", "chunk_size"):
-        if config.get(key, 1) < 1:
-            raise UserError(f"{key} must be >= 1" + (" (1 means per-sample training)" if key == "batch_size" else ""))
-    if "shuffle" in config and not isinstance(config["shuffle"], bool):
-        raise UserError(f"recipe key 'shuffle' must be true or false, got {config['shuffle']!r}")
+    _validate_loop_settings(config)
     _validate_dataset_options(config)
     rule_cls = get_rule(config["rule"])  # raises for an unknown rule
     variant = config.get("variant", "paper")
@@ -286,6 +288,22 @@ def validate_recipe(config: dict[str, Any]) -> None:
         )
     for key, value in given.items():
         _check_type(f"rule {config['rule']!r}: hyperparameter {key!r}", value, defaults[key])
+
+
+def _validate_loop_settings(config: dict[str, Any]) -> None:
+    """The Trainer's own keys (epochs, batch sizes, seed, shuffle) have the right types and ranges."""
+    for key in ("epochs", "batch_size", "val_size", "eval_batch_size", "seed", "chunk_size"):
+        if key in config and (not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < 0):
+            raise UserError(f"recipe key {key!r} must be a non-negative integer, got {config[key]!r}")
+    for key in ("batch_size", "eval_batch_size", "chunk_size"):
+        if config.get(key, 1) < 1:
+            raise UserError(f"{key} must be >= 1" + (" (1 means per-sample training)" if key == "batch_size" else ""))
+    if "shuffle" in config and not isinstance(config["shuffle"], bool):
+        raise UserError(f"recipe key 'shuffle' must be true or false, got {config['shuffle']!r}")
+    unknown = sorted(set(config) - TRAINER_KEYS) if "rule" not in config else []
+    if unknown:
+        raise UserError(f"unknown Trainer setting(s) {unknown}; valid: {sorted(TRAINER_KEYS)} (rule hyperparameters "
+                        "go to the rule's constructor)")
 
 
 def _is_number(v: Any) -> bool:
@@ -308,13 +326,18 @@ def _validate_dataset_options(config: dict[str, Any]) -> None:
     if not isinstance(opts, dict):
         raise UserError(f"recipe key 'dataset_options' must be a mapping, got {opts!r}")
     try:
-        info = DATASETS[canonical_name(config["dataset"])]
-    except ValueError:  # not a built-in dataset (a user's own): load_dataset reports the name
+        custom = custom_kind(config["dataset"])
+        if custom is not None:
+            title, options = f"{custom[0]}: datasets", CUSTOM_OPTIONS[custom[0]]
+        else:
+            info = DATASETS[canonical_name(config["dataset"])]
+            title, options = info.name, info.options
+    except ValueError:  # not a dataset snnlearn knows: load_dataset reports the name
         return
-    known = {**info.options, "download": None, "verify": True, "progress": True}
+    known = {**options, "download": None, "verify": True, "progress": True}
     unknown = sorted(set(opts) - set(known))
     if unknown:
-        raise UserError(f"unknown dataset option(s) {unknown} for {info.name}; valid: {sorted(known)}")
+        raise UserError(f"unknown dataset option(s) {unknown} for {title}; valid: {sorted(known)}")
     for key, value in opts.items():
         _check_type(f"dataset option {key!r}", value, known[key])
 
@@ -419,11 +442,11 @@ def build_rule(config: dict[str, Any], input_shape: tuple[int, ...], n_classes: 
     )
 
 
-def data_fingerprint(config: dict[str, Any], train: ArrayDataset, val: ArrayDataset | None, test: ArrayDataset,
+def data_fingerprint(config: dict[str, Any], train: ArrayDataset, val: ArrayDataset | None, test: ArrayDataset | None,
                      limit_train: int | None, limit_test: int | None) -> dict[str, Any]:
     """Every setting that changes the data a run sees, and where the data came from."""
     def source(ds: ArrayDataset) -> dict[str, Any]:
-        return {k: ds.meta[k] for k in ("source", "format", "lossy", "complete") if k in ds.meta}
+        return {k: ds.meta[k] for k in ("source", "format", "lossy", "complete", "sha256") if k in ds.meta}
 
     return {
         "dataset": config["dataset"],
@@ -433,10 +456,10 @@ def data_fingerprint(config: dict[str, Any], train: ArrayDataset, val: ArrayData
         "limit_test": limit_test,
         "n_train": len(train),
         "n_val": len(val) if val is not None else 0,
-        "n_test": len(test),
+        "n_test": len(test) if test is not None else 0,
         "input_shape": list(train.input_shape),
         "n_classes": len(train.classes),
-        "sources": {"train": source(train), "test": source(test)},
+        "sources": {"train": source(train), "test": source(test) if test is not None else {}},
     }
 
 
@@ -446,7 +469,7 @@ def _data_differences(a: dict[str, Any], b: dict[str, Any], keys=DATA_SETTINGS) 
     diff = [k for k in keys if k in a and k in b and a[k] != b[k]]
     sa, sb = a.get("sources") or {}, b.get("sources") or {}
     for split in ("train", "test"):
-        for k in ("format", "lossy", "complete"):
+        for k in ("format", "lossy", "complete", "sha256"):
             if k in (sa.get(split) or {}) and k in (sb.get(split) or {}) and sa[split][k] != sb[split][k]:
                 diff.append(f"sources.{split}.{k}")
     return diff
@@ -545,24 +568,64 @@ def _run_contents(out_dir: Path) -> list[str]:
     return sorted(p.name for p in out_dir.iterdir() if p.name not in _LEFTOVERS) if out_dir.is_dir() else []
 
 
+def as_dataset(data: Any, rule: Rule, split: str = "train") -> ArrayDataset:
+    """Your data (a ``Dataset`` of ``(input, label)`` items, or a pair ``(inputs, labels)``) as an
+    in-memory :class:`ArrayDataset` checked against ``rule`` (input shape, dtypes, label range);
+    see :func:`snnlearn.data.as_dataset`. Bad data is a one-line :class:`UserError`."""
+    try:
+        return _as_dataset(data, rule.input_shape, rule.n_classes, split)
+    except UserError:
+        raise
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _encode(rule: Rule, x: torch.Tensor) -> torch.Tensor:
+    """Raw (integer) samples go through ``rule.encode``; float samples are taken as already encoded,
+    the input policy of ``learn``/``predict`` (:meth:`Rule.as_encoded`)."""
+    x = x.to(rule.device)
+    return x if x.is_floating_point() else rule.encode(x)
+
+
 @torch.no_grad()
-def evaluate(rule: Rule, dataset: ArrayDataset, batch_size: int = 1000, progress: bool = False, desc: str = "eval") -> dict[str, Any]:
-    """Strict and reference-compatible metrics of ``rule`` on ``dataset`` (batched)."""
+def evaluate(rule: Rule, dataset: ArrayDataset, batch_size: int = 1000, progress: bool = False, desc: str = "eval",
+             ctx: distributed.Context | None = None) -> dict[str, Any]:
+    """Strict and reference-compatible metrics of ``rule`` on ``dataset`` (batched). In data-parallel
+    training (``ctx``) each process scores its own unpadded contiguous part and the counts are
+    summed, so every sample counts exactly once."""
     acc = MetricAccumulator(n_classes=rule.n_classes)
+    part = distributed.shard(len(dataset), ctx.rank, ctx.world) if ctx is not None else slice(0, len(dataset))
     start = time.perf_counter()
-    bar = tqdm(total=len(dataset), desc=desc, unit="sample", leave=False, disable=not progress)
-    for lo in range(0, len(dataset), batch_size):
-        x = rule.encode(dataset.inputs[lo : lo + batch_size].to(rule.device))
-        y = dataset.labels[lo : lo + batch_size].to(rule.device)
+    bar = tqdm(total=part.stop - part.start, desc=desc, unit="sample", leave=False, disable=not progress)
+    for lo in range(part.start, part.stop, batch_size):
+        hi = min(lo + batch_size, part.stop)
+        x = _encode(rule, dataset.inputs[lo:hi])
+        y = dataset.labels[lo:hi].to(rule.device)
         acc.update(rule.predict(x), y)
         bar.update(int(y.numel()))
     bar.close()
     if rule.device.type == "cuda":
         torch.cuda.synchronize(rule.device)
+    if ctx is not None:
+        _sum_metrics(acc, ctx)
     seconds = time.perf_counter() - start
     result = acc.result()
     result["samples_per_second"] = len(dataset) / seconds if seconds > 0 else math.inf
     return result
+
+
+def _sum_metrics(acc: MetricAccumulator, ctx: distributed.Context) -> None:
+    """Sum an accumulator's counts, confusion matrix and statistic sums over the processes."""
+    c = acc.n_classes
+    conf = acc.confusion if acc.confusion is not None else torch.zeros(c, c + 1, dtype=torch.int64)
+    buf = torch.cat([torch.tensor([acc.n, acc.strict, acc.reference, acc.ties, acc.silent], dtype=torch.float64),
+                     conf.reshape(-1).to(torch.float64)])
+    ctx.sum_([buf])
+    acc.n, acc.strict, acc.reference, acc.ties, acc.silent = (int(v) for v in buf[:5].tolist())
+    acc.confusion = buf[5:].round().to(torch.int64).view(c, c + 1)
+    acc.stat_sums = ctx.sum_dict(acc.stat_sums)
+    if hasattr(acc, "extra_correct"):  # strict accuracy of extra read-outs (Decision.extra_scores)
+        acc.extra_correct = {k: int(round(v)) for k, v in ctx.sum_dict(acc.extra_correct).items()}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -576,13 +639,33 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- trainer
 class Trainer:
-    """Runs one recipe with one seed into ``out_dir``.
+    """Trains a rule, epoch by epoch, into a run directory (or in memory).
+
+    Two entry points share one training loop:
+
+    * :meth:`run` trains a recipe: it loads the recipe's dataset (built-in, ``folder:PATH`` or
+      ``npz:PATH``), builds the rule and calls the loop;
+    * :meth:`fit` trains a rule you built on your own data: any ``torch.utils.data.Dataset`` whose
+      items are ``(input, label)`` pairs, or a pair of tensors ``(inputs, labels)``.
+
+    ```python
+    rule = get_rule("tssl")("784-100-10", (1, 28, 28), 10, variant="reference", seed=0)
+    summary = Trainer({"epochs": 5, "batch_size": 32}, "runs/mine").fit(rule, (x, y), test=(x_test, y_test))
+    ```
+
+    Inputs are raw samples of shape ``(N, *rule.input_shape)``: integers (uint8 pixels, event
+    counts) are encoded by ``rule.encode``; floats are taken as already encoded (what ``learn``
+    does with them). Labels are integers in ``0 .. rule.n_classes - 1``.
 
     Args:
-        config: a recipe (see :func:`load_recipe`).
+        config: a recipe (see :func:`load_recipe`) for :meth:`run`; for :meth:`fit` only the
+            loop settings are needed (``epochs`` (default 1), ``batch_size`` (1 = per-sample),
+            ``shuffle``, ``eval_batch_size``, ``chunk_size``, optionally ``dataset``: a name for
+            your data); the rule's name, variant, arch and seed are taken from the rule.
         out_dir: the run directory (``config.yaml``, ``run.json``, ``metrics.jsonl``,
             ``summary.json``, ``checkpoint/``). It must be new or empty, or, with ``resume=True``,
-            a run of the same recipe and data. It is locked while the run writes to it.
+            a run of the same recipe and data. It is locked while the run writes to it. :meth:`fit`
+            accepts None: train in memory, no files.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         data_dir: explicit dataset root (first in the lookup order; must exist).
         limit_train, limit_test: use only a fixed subset of N samples (quick runs; recorded in
@@ -590,13 +673,19 @@ class Trainer:
         progress: show progress bars.
         log: where one-line progress messages go.
         threads: CPU threads for the run (:func:`snnlearn.runtime.configure_threads`); None leaves
-            the process's setting alone.
+            the process's setting alone (one thread per process in data-parallel training).
+
+    Data-parallel training: when the process is one of several in an initialised
+    ``torch.distributed`` process group (``torchrun``), every global mini-batch of ``batch_size``
+    samples is split into contiguous shards, one per process, and the rule sums its update over
+    the processes (:meth:`Rule.reduce_update`); evaluation shards are unpadded and their counts
+    summed; rank 0 writes the files. See ``docs/scaling.md``.
     """
 
     def __init__(
         self,
-        config: dict[str, Any],
-        out_dir: str | Path,
+        config: dict[str, Any] | None = None,
+        out_dir: str | Path | None = None,
         device: str = "auto",
         data_dir: str | Path | None = None,
         limit_train: int | None = None,
@@ -605,9 +694,13 @@ class Trainer:
         log: Callable[[str], None] = print,
         threads: int | None = None,
     ) -> None:
-        validate_recipe(config)
+        config = dict(config or {})
+        if "rule" in config or "dataset" in config:
+            validate_recipe(config)
+        else:
+            _validate_loop_settings(config)
         self.config = config
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = resolve_device(device)
         self.data_dir = data_dir
         self.limit_train = limit_train
@@ -615,6 +708,7 @@ class Trainer:
         self.progress = progress
         self.log = log
         self.threads = threads
+        self.ctx: distributed.Context | None = None
 
     # -- files
     @property
@@ -624,15 +718,81 @@ class Trainer:
     def _write_json(self, name: str, obj: Any) -> None:
         write_json_atomic(self.out_dir / name, obj)
 
-    def run(self, resume: bool = False) -> dict[str, Any]:
+    def _main(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on rank 0 only, its result and errors on every rank (one process: just ``fn()``)."""
+        return fn() if self.ctx is None else self.ctx.on_main(fn)
+
+    def _setup_process(self) -> None:
         # process-wide settings belong to the Trainer / CLI, never to a rule
         if self.device.type == "cpu":
             tune_cpu_allocator()
-        if self.threads:
-            configure_threads(self.threads)
-        open_run_dir(self.out_dir)
-        with RunLock(self.out_dir):
-            return self._run(resume)
+        self.ctx = distributed.current()
+        threads = self.threads or (1 if self.ctx is not None else None)  # N processes on N cores
+        if threads:
+            configure_threads(threads)
+        if self.ctx is not None and not self.ctx.is_main:
+            self.log = lambda msg: None  # one voice: rank 0 logs
+            self.progress = False
+
+    def _begin(self, resume: bool, stack: ExitStack) -> tuple[Path | None, dict[str, Any] | None]:
+        """Open and lock the run directory, check that it may be (re)written, save ``config.yaml``."""
+        def begin():
+            open_run_dir(self.out_dir)
+            stack.enter_context(RunLock(self.out_dir))
+            last, info = self._check_resumable(resume)
+            config_path = self.out_dir / "config.yaml"
+            tmp = config_path.with_name("config.yaml.tmp")
+            with open(tmp, "w") as f:
+                yaml.safe_dump(self.config, f, sort_keys=False)
+            os.replace(tmp, config_path)
+            return last, info
+
+        return self._main(begin)
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        """Train the recipe given as ``config`` into ``out_dir`` and return the summary."""
+        if self.out_dir is None:
+            raise UserError("Trainer.run needs an out_dir (the run directory)")
+        validate_recipe(self.config)
+        self._setup_process()
+        with ExitStack() as stack:
+            return self._run(resume, stack)
+
+    def fit(self, rule: Rule, train: Any, val: Any = None, test: Any = None, *, resume: bool = False) -> dict[str, Any]:
+        """Train ``rule`` on your own data and return the summary (also ``summary.json`` when the
+        Trainer has an ``out_dir``). ``train``, ``val``, ``test``: a ``torch.utils.data.Dataset``
+        of ``(input, label)`` items or a pair ``(inputs, labels)`` of tensors or arrays; ``val``
+        selects the ``best`` checkpoint, ``test`` is reported. With ``resume=True`` a killed run
+        continues from its last completed epoch (the same rule settings and data are required)."""
+        if not isinstance(rule, Rule):
+            raise UserError(f"fit expects a snnlearn Rule (e.g. get_rule('tssl')(...)), got {type(rule).__name__}")
+        cfg = dict(self.config)
+        for key, value in (("rule", rule.name), ("variant", rule.variant), ("arch", rule.arch), ("seed", rule.seed)):
+            if key in cfg and _jsonable(cfg[key]) != _jsonable(value):
+                raise UserError(f"the Trainer's config says {key}={cfg[key]!r} but the rule has {key}={value!r}")
+            cfg[key] = value
+        cfg.setdefault("dataset", getattr(train, "name", None) if isinstance(getattr(train, "name", None), str) else "own-data")
+        cfg.setdefault("epochs", 1)
+        _validate_loop_settings(cfg)
+        self.config = cfg
+        train = as_dataset(train, rule, "train")
+        val = as_dataset(val, rule, "val") if val is not None else None
+        test = as_dataset(test, rule, "test") if test is not None else None
+        data = data_fingerprint(cfg, train, val, test, None, None)
+        hparams = _jsonable(rule.hparams)
+        if rule.device != self.device:
+            self.device = rule.device
+        self._setup_process()
+        with ExitStack() as stack:
+            last, info = self._begin(resume, stack) if self.out_dir is not None else (None, None)
+            if info is not None:
+                differs = _data_differences(_jsonable(data), info["data"])
+                if differs:
+                    raise UserError(f"resume: the data differs from what this run was trained on in {differs}")
+                if _jsonable(info["hparams"]) != hparams:
+                    keys = sorted(k for k in set(hparams) | set(info["hparams"]) if hparams.get(k) != info["hparams"].get(k))
+                    raise UserError(f"resume: the rule's hyperparameters differ from the run's in {keys}")
+            return self._train(rule, train, val, test, data, hparams, last, info)
 
     def _check_resumable(self, resume: bool) -> tuple[Path | None, dict[str, Any] | None]:
         """Refuse to overwrite anything but this very run; returns its last checkpoint and ``run.json``."""
@@ -670,18 +830,11 @@ class Trainer:
         recover_checkpoint(self.checkpoint_dir / "best")
         return last, info
 
-    def _run(self, resume: bool) -> dict[str, Any]:
+    def _run(self, resume: bool, stack: ExitStack) -> dict[str, Any]:
+        """The recipe path: the recipe's data and rule, then the shared loop."""
         cfg = self.config
-        seed = int(cfg.get("seed", 0))
-        torch.manual_seed(seed)
-        config_path = self.out_dir / "config.yaml"
-        metrics_path = self.out_dir / "metrics.jsonl"
-        last, run_info = self._check_resumable(resume)
-        tmp = config_path.with_name("config.yaml.tmp")
-        with open(tmp, "w") as f:
-            yaml.safe_dump(cfg, f, sort_keys=False)
-        os.replace(tmp, config_path)
-
+        torch.manual_seed(int(cfg.get("seed", 0)))
+        last, run_info = self._begin(resume, stack)
         train, val, test = prepare_data(cfg, self.data_dir, self.limit_train, self.limit_test)
         data = data_fingerprint(cfg, train, val, test, self.limit_train, self.limit_test)
         hparams = resolved_hparams(cfg)
@@ -693,7 +846,41 @@ class Trainer:
             if isinstance(run_info.get("hparams"), dict):
                 hparams = run_info["hparams"]  # continue with the run's own hyperparameters
         rule = build_rule(cfg, tuple(train.inputs.shape[1:]), len(train.classes), self.device, hparams=hparams)
-        self._write_json(RUN_FILE, _jsonable({"format": 1, "config": cfg, "hparams": hparams, "data": data}))
+        return self._train(rule, train, val, test, data, hparams, last, run_info)
+
+    def _train(self, rule: Rule, train: ArrayDataset, val: ArrayDataset | None, test: ArrayDataset | None,
+               data: dict[str, Any], hparams: dict[str, Any], last: Path | None,
+               run_info: dict[str, Any] | None) -> dict[str, Any]:
+        """The one training loop of both paths (see the module docstring)."""
+        cfg = self.config
+        ctx = self.ctx
+        world = ctx.world if ctx is not None else 1
+        files = self.out_dir is not None
+        seed = int(cfg.get("seed", 0))
+        epochs = int(cfg["epochs"])
+        batch_size = int(cfg.get("batch_size", 1))
+        chunk = max(batch_size, int(cfg.get("chunk_size", 2000)))
+        eval_bs = int(cfg.get("eval_batch_size", 1000))
+        shuffle = bool(cfg.get("shuffle", True))
+        if ctx is not None:
+            problem = rule.data_parallel_problem(batch_size)
+            if problem is None:
+                # every process must take part in every step: no global batch may be smaller than N
+                n, smallest = len(train), batch_size
+                for lo in range(0, n, chunk):
+                    m = min(chunk, n - lo) % batch_size
+                    smallest = min(smallest, m or batch_size)
+                if smallest < world:
+                    problem = (f"a mini-batch of {smallest} sample(s) (the last of {n} training samples in chunks of "
+                               f"{chunk}, batches of {batch_size}) cannot be split over {world} processes; change "
+                               "batch_size, chunk_size or --limit-train")
+            if problem:
+                raise UserError(f"data-parallel training with {world} processes: {problem}")
+            rule._update_reducer = ctx.sum_
+        metrics_path = self.out_dir / "metrics.jsonl" if files else None
+        if files:
+            self._main(lambda: self._write_json(RUN_FILE, _jsonable(
+                {"format": 1, "config": cfg, "hparams": hparams, "data": data, "world_size": world})))
         history: list[dict[str, Any]] = []
         best: dict[str, Any] = {"epoch": -1, "val_accuracy": -1.0}
         start_epoch = 0
@@ -705,27 +892,32 @@ class Trainer:
             history, best = state["history"], state["best"]
             start_epoch = state["epoch"] + 1
             wall_before = float(state.get("wall_seconds", 0.0))
-            # metrics.jsonl may have a line for an epoch whose checkpoint never completed: rewrite it.
-            with open(metrics_path, "w") as f:
-                for h in history:
-                    f.write(json.dumps(h) + "\n")
-            self.log(f"resuming {self.out_dir} after epoch {start_epoch} of {cfg['epochs']}")
-        elif metrics_path.exists():
-            metrics_path.unlink()
 
-        epochs = int(cfg["epochs"])
-        batch_size = int(cfg.get("batch_size", 1))
-        chunk = max(batch_size, int(cfg.get("chunk_size", 2000)))
-        eval_bs = int(cfg.get("eval_batch_size", 1000))
-        shuffle = bool(cfg.get("shuffle", True))
+            def rewrite() -> None:  # metrics.jsonl may have a line for an epoch whose checkpoint never completed
+                with open(metrics_path, "w") as f:
+                    for h in history:
+                        f.write(json.dumps(h) + "\n")
+
+            self._main(rewrite)
+            before = (run_info or {}).get("world_size", 1)
+            note = (f" (with {world} process(es); it ran with {before}: the global batch is the same, so only the "
+                    "order of floating-point sums and the per-process random streams change)") if before != world else ""
+            self.log(f"resuming {self.out_dir} after epoch {start_epoch} of {cfg['epochs']}{note}")
+        elif files and metrics_path.exists():
+            self._main(metrics_path.unlink)
+        if ctx is not None:
+            ctx.broadcast_state(rule)  # identical start on every rank, whatever each one built
+
         self.log(
-            f"{cfg.get('name')}: {rule.describe()} on {cfg['dataset']} — train {len(train)}, "
-            f"val {len(val) if val is not None else 0}, test {len(test)}, {epochs} epochs, batch {batch_size}, "
-            f"device {self.device}"
+            f"{cfg.get('name') or cfg['dataset']}: {rule.describe()} on {cfg['dataset']} — train {len(train)}, "
+            f"val {len(val) if val is not None else 0}, test {len(test) if test is not None else 0}, {epochs} epochs, "
+            f"batch {batch_size}" + (f" over {world} processes" if ctx is not None else "") + f", device {self.device}"
         )
         t_run = time.perf_counter()
         for epoch in range(start_epoch, epochs):
             rule.start_epoch(epoch, epochs)
+            if ctx is not None:  # data randomness per (seed, epoch, rank); exact on resume
+                rule.generator.manual_seed(distributed.epoch_seed(seed, epoch, ctx.rank))
             order = epoch_order(len(train), seed, epoch, shuffle)
             sums: dict[str, float] = {}
             n_steps = 0
@@ -733,10 +925,20 @@ class Trainer:
             t0 = time.perf_counter()
             for lo in range(0, len(order), chunk):
                 idx = order[lo : lo + chunk]
-                x = rule.encode(train.inputs[idx].to(self.device))
-                y = train.labels[idx].to(self.device)
-                for b in range(0, len(idx), batch_size):
-                    stats = rule.learn(x[b : b + batch_size], y[b : b + batch_size])
+                batches = [(b, min(b + batch_size, len(idx))) for b in range(0, len(idx), batch_size)]
+                if ctx is None:
+                    mine = [idx[b:e] for b, e in batches]
+                    sel = idx
+                else:  # this process's contiguous shard of every global batch of the chunk
+                    mine = [idx[b:e][distributed.shard(e - b, ctx.rank, world)] for b, e in batches]
+                    sel = torch.cat(mine)
+                x = _encode(rule, train.inputs[sel])
+                y = train.labels[sel].to(self.device)
+                off = 0
+                for (b, e), part in zip(batches, mine):
+                    n_local = len(part)
+                    stats = rule.learn(x[off : off + n_local], y[off : off + n_local])
+                    off += n_local
                     n_steps += 1
                     for k, v in stats.items():
                         v = float(v)
@@ -744,11 +946,14 @@ class Trainer:
                             # caught at the step it happens: an epoch can take hours
                             raise FloatingPointError(
                                 f"rule {rule.name!r} diverged at epoch {epoch + 1}, step {n_steps} (samples "
-                                f"{lo + b + 1}-{lo + b + len(y[b : b + batch_size])} of the epoch): training statistic "
+                                f"{lo + b + 1}-{lo + e} of the epoch): training statistic "
                                 f"{k!r} is {v}; try a lower learning rate. The last checkpoint holds epoch {epoch}"
                             )
-                        sums[k] = sums.get(k, 0.0) + v
+                        # per-process statistics are means over the shard: weight them to the batch's
+                        sums[k] = sums.get(k, 0.0) + (v if ctx is None else v * n_local / (e - b))
                 bar.update(len(idx))
+            if ctx is not None:
+                sums = ctx.sum_dict(sums)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_seconds = time.perf_counter() - t0
@@ -761,41 +966,51 @@ class Trainer:
                 "train_samples_per_second": len(train) / train_seconds if train_seconds > 0 else math.inf,
                 "train": {k: v / max(n_steps, 1) for k, v in sums.items()},
                 "end_epoch": end_stats,
+                "world_size": world,
             }
             if val is not None:
-                record["val"] = evaluate(rule, val, eval_bs, self.progress, "val")
-            record["test"] = evaluate(rule, test, eval_bs, self.progress, "test")
+                record["val"] = evaluate(rule, val, eval_bs, self.progress, "val", ctx)
+            if test is not None:
+                record["test"] = evaluate(rule, test, eval_bs, self.progress, "test", ctx)
             improved = val is not None and record["val"]["accuracy"] > best["val_accuracy"]
             if improved:
-                best = {"epoch": epoch + 1, "val_accuracy": record["val"]["accuracy"], "test": _brief(record["test"])}
+                best = {"epoch": epoch + 1, "val_accuracy": record["val"]["accuracy"],
+                        "test": _brief(record["test"]) if test is not None else None}
             history.append(record)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            tensors, rule_state = rule.full_state()
             state = {
                 "epoch": epoch,
                 "input_shape": list(rule.input_shape),
                 "n_classes": rule.n_classes,
-                "rule": rule_state,
+                "rule": None,
                 "history": history,
                 "best": best,
                 "wall_seconds": wall_before + time.perf_counter() - t_run,
+                "world_size": world,
             }
-            if improved:
-                save_checkpoint(self.checkpoint_dir / "best", tensors, {**state, "history": []})
-            save_checkpoint(self.checkpoint_dir / "last", tensors, state)
-            # A summary after every epoch: a run stopped early still reports what it reached
-            # ("epochs" < "epochs_requested" says it was cut short).
-            self._write_json("summary.json", self._summary(history, best, state["wall_seconds"], data, hparams))
+            if files:
+                def save() -> None:  # rank 0 writes; the others wait for it (on_main synchronises)
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    tensors, state["rule"] = rule.full_state()
+                    if improved:
+                        save_checkpoint(self.checkpoint_dir / "best", tensors, {**state, "history": []})
+                    save_checkpoint(self.checkpoint_dir / "last", tensors, state)
+                    # A summary after every epoch: a run stopped early still reports what it reached
+                    # ("epochs" < "epochs_requested" says it was cut short).
+                    self._write_json("summary.json", self._summary(history, best, state["wall_seconds"], data, hparams))
+
+                self._main(save)
             val_txt = f"val {record['val']['accuracy']:.4f}  " if val is not None else ""
-            self.log(
-                f"epoch {epoch + 1}/{epochs}  {val_txt}test {record['test']['accuracy']:.4f} "
-                f"(reference-compatible {record['test']['accuracy_reference']:.4f}, ties {record['test']['tie_rate']:.4f}, "
-                f"silent {record['test']['silent_rate']:.4f})  {record['train_samples_per_second']:.0f} train samples/s"
-            )
+            t = record.get("test")
+            test_txt = (f"test {t['accuracy']:.4f} (reference-compatible {t['accuracy_reference']:.4f}, ties "
+                        f"{t['tie_rate']:.4f}, silent {t['silent_rate']:.4f})  ") if t is not None else ""
+            self.log(f"epoch {epoch + 1}/{epochs}  {val_txt}{test_txt}{record['train_samples_per_second']:.0f} train samples/s")
         wall = wall_before + time.perf_counter() - t_run
         summary = self._summary(history, best, wall, data, hparams)
-        self._write_json("summary.json", summary)
+        if files:
+            self._main(lambda: self._write_json("summary.json", summary))
+        if ctx is not None:
+            rule._update_reducer = None
         return summary
 
     def _summary(self, history, best, wall, data, hparams) -> dict[str, Any]:
@@ -804,7 +1019,8 @@ class Trainer:
             raise UserError("no epoch was run (epochs = 0?)")
         last = history[-1]
         tr = [h["train_samples_per_second"] for h in history]
-        ev = [h["test"]["samples_per_second"] for h in history]
+        ev = [h["test"]["samples_per_second"] for h in history if h.get("test")]
+        t = last.get("test") or {}  # fit() without a test split reports none
         return _jsonable({
             "recipe": cfg.get("name"),
             "rule": cfg["rule"],
@@ -823,18 +1039,19 @@ class Trainer:
             "limit_test": self.limit_test,
             "data": data,
             "hparams": hparams,
-            "test_accuracy": last["test"]["accuracy"],
-            "test_accuracy_reference": last["test"]["accuracy_reference"],
-            "tie_rate": last["test"]["tie_rate"],
-            "silent_rate": last["test"]["silent_rate"],
-            "test_stats": last["test"]["stats"],
-            "confusion": last["test"]["confusion"],
+            "test_accuracy": t.get("accuracy"),
+            "test_accuracy_reference": t.get("accuracy_reference"),
+            "tie_rate": t.get("tie_rate"),
+            "silent_rate": t.get("silent_rate"),
+            "test_stats": t.get("stats"),
+            "confusion": t.get("confusion"),
             "best_val_accuracy": best["val_accuracy"] if best["epoch"] > 0 else None,
             "best_epoch": best["epoch"] if best["epoch"] > 0 else None,
             "test_at_best_val": best.get("test"),
             "train_samples_per_second": statistics.median(tr),
-            "eval_samples_per_second": statistics.median(ev),
+            "eval_samples_per_second": statistics.median(ev) if ev else None,
             "wall_seconds": wall,
+            "world_size": self.ctx.world if self.ctx is not None else 1,
             "paper_result": cfg.get("paper_result"),
             "device": str(self.device),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}",
@@ -874,17 +1091,30 @@ def aggregate_summaries(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return agg
 
 
+def _train_one_seed(config: dict[str, Any], out_dir: Path, resume: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """One seed of ``run_recipe(..., jobs=N)`` in a worker process (one thread, its own log prefix)."""
+    seed = config.get("seed", 0)
+    options = {**options, "log": lambda msg: print(f"[seed {seed}] {msg}", flush=True), "progress": False}
+    options["threads"] = options.get("threads") or 1
+    return Trainer(config, out_dir, **options).run(resume=resume)
+
+
 def run_recipe(
     config: dict[str, Any],
     out_dir: str | Path,
     seeds: Iterable[int] | None = None,
     resume: bool = False,
+    jobs: int = 1,
     **trainer_options: Any,
 ) -> dict[str, Any]:
     """Train a recipe. With several ``seeds`` each goes to ``out_dir/seed<S>`` and the returned
-    summary (also ``out_dir/summary.json``) adds mean ± std over seeds."""
+    summary (also ``out_dir/summary.json``) adds mean ± std over seeds. ``jobs`` > 1 trains that
+    many seeds at once in separate processes (started with ``spawn``, one thread each unless
+    ``threads`` says otherwise); the runs and the summary are the same as with ``jobs=1``."""
     out_dir = Path(out_dir)
     seeds = [int(s) for s in seeds] if seeds is not None else None
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise UserError(f"jobs must be a positive integer, got {jobs!r}")
     if seeds is not None:
         dupes = sorted({s for s in seeds if seeds.count(s) > 1})
         if dupes:
@@ -894,6 +1124,9 @@ def run_recipe(
         if seeds:
             cfg["seed"] = seeds[0]
         return Trainer(cfg, out_dir, **trainer_options).run(resume=resume)
+    if distributed.current() is not None:
+        raise UserError("several --seeds under torchrun: start one torchrun per seed (data-parallel runs use all "
+                        "processes for one seed), or use --jobs without torchrun")
     trainers = [Trainer({**config, "seed": s}, out_dir / f"seed{s}", **trainer_options) for s in seeds]
     open_run_dir(out_dir)
     with RunLock(out_dir):
@@ -903,7 +1136,17 @@ def run_recipe(
                             "refusing to overwrite it: choose a new or empty directory")
         if _run_contents(out_dir) and not resume:
             raise UserError(f"{out_dir} already holds a multi-seed run; pass --resume to continue it or choose another --out")
-        runs = [t.run(resume=resume) for t in trainers]
+        if jobs > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            options = {k: v for k, v in trainer_options.items() if k not in ("log", "progress")}
+            with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)),
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_train_one_seed, t.config, t.out_dir, resume, options) for t in trainers]
+                runs = [f.result() for f in futures]
+        else:
+            runs = [t.run(resume=resume) for t in trainers]
         agg = aggregate_summaries(runs)
         agg["runs"] = [str(out_dir / f"seed{s}") for s in seeds]
         write_json_atomic(out_dir / "summary.json", agg)

@@ -23,6 +23,7 @@ from pathlib import Path
 from .base import ArrayDataset, ChecksumError, DatasetCorruptError, DatasetNotFoundError, split_train_val
 from .caltech import load_caltech
 from .cifar import load_cifar10
+from .custom import CUSTOM_OPTIONS, as_dataset, custom_kind, load_custom
 from .download import download_url
 from .lookup import cache_dir
 from .mnist import FMNIST, MNIST, load_fmnist, load_mnist
@@ -92,7 +93,8 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
 
     Args:
         name: ``"mnist"``, ``"fmnist"``, ``"cifar10"``, ``"caltech"`` or ``"nmnist"`` (a few aliases
-            such as ``"fashion-mnist"`` are accepted).
+            such as ``"fashion-mnist"`` are accepted), or your own data: ``"folder:PATH"`` (an image
+            folder, one sub-folder per class) or ``"npz:PATH"`` (see :mod:`snnlearn.data.custom`).
         split: ``"train"`` or ``"test"`` (Caltech also ``"val"``).
         root: folder to look in first (the dataset folder itself or a parent of it).
         **opts: dataset options, see :data:`DATASETS` (unknown options raise ``TypeError``).
@@ -102,6 +104,8 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
             or ``root`` is given but is not an existing folder.
         DatasetCorruptError: a file was found but is malformed or fails its checksum.
     """
+    if custom_kind(name) is not None:  # folder:PATH, npz:PATH (see snnlearn.data.custom)
+        return load_custom(name, split, **opts)
     info = DATASETS[canonical_name(name)]
     if split not in info.splits:
         raise ValueError(f"{info.title} has splits {info.splits}, got {split!r}")
@@ -114,6 +118,9 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
 
 __all__ = [
     "ArrayDataset",
+    "CUSTOM_OPTIONS",
+    "as_dataset",
+    "custom_kind",
     "ChecksumError",
     "DATASETS",
     "DatasetCorruptError",

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +107,12 @@ class AutogradRule(Rule):
     :meth:`autograd_hparams` into their ``default_hparams``, and may override :meth:`encode`,
     :meth:`default_eval_chunk`, :meth:`start_epoch` (call ``super()``) or :meth:`parameters_to_train`.
     """
+
+    #: How :meth:`loss` reduces over the batch: ``"mean"`` (``F.cross_entropy``'s default) or
+    #: ``"sum"`` (TSSL-BP). Data-parallel training reduces the gradients accordingly.
+    loss_reduction: ClassVar[str] = "mean"
+    #: The gradient of the batch's loss is summed (or averaged) over processes before the step.
+    data_parallel = True
 
     @classmethod
     def autograd_hparams(cls) -> dict[str, Any]:
@@ -209,6 +215,8 @@ class AutogradRule(Rule):
             raise FloatingPointError(f"rule {self.name!r}: the loss is {value}; lower lr or check the input")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # data-parallel training: the batch's gradient over every process, before clip and step
+        self.reduce_update([p.grad for p in self.params], mean_over=x.shape[0] if self.loss_reduction == "mean" else None)
         h = self.hparams
         if h["grad_clip"] is not None:
             torch.nn.utils.clip_grad_norm_(self.params, float(h["grad_clip"]))
@@ -220,6 +228,13 @@ class AutogradRule(Rule):
                     if p.ndim >= 2:
                         p.clamp_(-c, c)
         return {"loss": value, **stats}
+
+    def data_parallel_problem(self, batch_size: int) -> str | None:
+        if any("running_mean" in name for name, _ in self.net.named_buffers()):
+            return (f"rule {self.name!r}: the network normalises with BatchNorm, whose batch statistics each "
+                    "process would compute from its own shard (SyncBatchNorm does not run on the CPU); "
+                    "train in one process")
+        return super().data_parallel_problem(batch_size)
 
     def learning_rate(self, epoch: int, n_epochs: int | None = None) -> float:
         """The learning rate of epoch ``epoch`` (0-based) under ``lr_schedule``."""

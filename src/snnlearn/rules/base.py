@@ -95,6 +95,14 @@ class Rule(abc.ABC):
     #: convention across rules: ``T`` (simulation time steps of rate-coded rules), ``t_max`` (the
     #: time grid of single-spike rules), ``threshold`` (firing threshold), ``lr``.
     renamed_hparams: ClassVar[dict[str, str]] = {}
+    #: Whether ``learn`` on a mini-batch can be split over data-parallel processes (``torchrun``).
+    #: A rule that sets it promises three things: (1) its batch update is a SUM over the samples,
+    #: each computed from the weights at the start of the batch (autograd rules: the gradient of a
+    #: loss summed over the batch; a mean is fine if ``learn`` says so to :meth:`reduce_update`);
+    #: (2) ``learn`` passes that update to :meth:`reduce_update`
+    #: before applying it; (3) ``start_epoch``/``end_epoch`` depend on nothing a process saw alone.
+    #: Then N processes with B/N samples each take the step one process takes with B.
+    data_parallel: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
@@ -132,6 +140,7 @@ class Rule(abc.ABC):
         self.hparams: dict[str, Any] = {**defaults, **hparams}
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
+        self._update_reducer: Any = None  # set by the Trainer in data-parallel training
 
     @classmethod
     def _translate_renamed(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +207,31 @@ class Rule(abc.ABC):
                     f"rule {self.name!r}: tensor {k!r} contains NaN/inf; lower the learning rate "
                     "or check the input data"
                 )
+
+    # ------------------------------------------------------------------ data-parallel training
+    def data_parallel_problem(self, batch_size: int) -> str | None:
+        """Why this rule, as configured, cannot train data-parallel with global mini-batches of
+        ``batch_size`` (a one-line reason), or None when it can. Rules with batch statistics that
+        the processes would compute apart (e.g. a firing rate over the batch) say so here."""
+        if batch_size < 2:
+            return (f"batch_size {batch_size} is per-sample training: sample i+1 learns from the weights "
+                    "sample i changed, so it cannot be split over processes; train in one process "
+                    "(use --seeds ... --jobs N to run seeds in parallel instead)")
+        if not self.data_parallel:
+            return (f"rule {self.name!r} does not support data-parallel training (its update is not "
+                    "reduced over processes); train in one process, or run seeds in parallel with --jobs")
+        return None
+
+    def reduce_update(self, tensors: list[Tensor | None], mean_over: int | None = None) -> None:
+        """Sum this mini-batch's update over the data-parallel processes, in place (one message for
+        all tensors). ``learn`` calls it on its summed batch update (autograd rules: every
+        parameter's ``.grad`` after ``backward``) before applying it. An update that is a MEAN over
+        the process's ``n`` samples passes ``mean_over=n`` and becomes the mean over all samples.
+        In one process it does nothing. ``None`` entries (parameters without a gradient) are
+        skipped, so every process must have gradients for the same parameters."""
+        reducer = getattr(self, "_update_reducer", None)
+        if reducer is not None:
+            reducer(tensors, mean_over)
 
     # ------------------------------------------------------------------ state
     @abc.abstractmethod

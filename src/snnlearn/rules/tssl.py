@@ -159,6 +159,7 @@ class TSSLBP(AutogradRule):
     name = "tssl"
     variants = ("paper", "reference")
     renamed_hparams = {"n_steps": "T"}
+    loss_reduction = "sum"  # the authors sum the loss over the batch, so the summed gradients are the batch's
 
     @classmethod
     def default_hparams(cls, variant: str) -> dict[str, Any]:
@@ -460,6 +461,13 @@ class TSSLBP(AutogradRule):
         out, _, _ = self.net(x, self.generator)
         loss = self.psc_loss(out, y)
         return loss, {"loss": float(loss.detach()) / max(1, x.shape[0])}
+
+    def data_parallel_problem(self, batch_size: int) -> str | None:
+        if self.hparams["switch"] == "layer" and batch_size > 1:
+            return ("tssl: switch 'layer' picks each layer's gradient from the firing rate of the whole "
+                    "batch, which the processes would compute from their shards apart; use switch "
+                    "'element' (variant reference) or train in one process")
+        return super().data_parallel_problem(batch_size)
 
     def decision(self, x: Tensor) -> Decision:
         """Summed output PSC as scores (the authors' argmax readout, first index on ties for the
