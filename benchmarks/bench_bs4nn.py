@@ -1,4 +1,4 @@
-"""BS4NN speed on full MNIST, 784-600-10, t_max 256 (the ``bs4nn-mnist`` recipe, reference variant):
+"""BS4NN speed on full MNIST, 784-600-10, t_max 256 (the ``bs4nn-mnist-reference`` recipe):
 training samples/s as the Trainer runs it (one ``learn`` call per epoch chunk, per-sample SGD on
 samples drawn with replacement), per-sample ``learn`` calls, and batched evaluation; beside it, in
 the same run, the real-valued S4NN peer of the same shape; and the lower bound of this machine.

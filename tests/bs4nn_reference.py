@@ -77,6 +77,23 @@ class ReferenceBS4NN:
         W = self.W[-1]
         return [sum(sign(W[i][k], self.zero) for i in range(len(W)) if t_hidden[i] <= slot) for k in range(len(W[0]))]
 
+    def tiebreak_decision(self, times):
+        """The ``potential_tiebreak`` readout (not in the notebook): among the outputs that fire
+        first, the one with the largest potential at the slot where they crossed (firing time − 1,
+        the notebook's +1) wins. Returns the class, or None when all outputs are silent or the
+        largest potential is shared."""
+        t_out = times[-1]
+        tau = min(t_out)
+        if tau == self.t_max:
+            return None
+        first = [k for k, t in enumerate(t_out) if t == tau]
+        if len(first) == 1:
+            return first[0]
+        V = self.potential(times[-2], tau - 1)
+        best = max(V[k] for k in first)
+        winners = [k for k in first if V[k] == best]
+        return winners[0] if len(winners) == 1 else None
+
     # ---------------------------------------------------------------- target_function
     def targets(self, t_out, label):
         t_max, gamma = self.t_max, self.gamma

@@ -22,7 +22,7 @@ from bs4nn_reference import ReferenceBS4NN  # noqa: E402
 from snnlearn.backend import HAVE_NUMBA  # noqa: E402
 from snnlearn.rules import get_rule  # noqa: E402
 from snnlearn.rules import single_spike as core  # noqa: E402
-from snnlearn.rules.bs4nn import BS4NN  # noqa: E402
+from snnlearn.rules.bs4nn import BS4NN, TUNED  # noqa: E402
 
 BACKENDS = ["torch"] + (["numba"] if HAVE_NUMBA else [])
 T_MAX = 30
@@ -213,6 +213,35 @@ def test_all_silent_fallback_is_the_sign_potential(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_potential_tiebreak_readout_matches_reference(backend):
+    # a wide last hidden layer and a low output threshold: most samples end in an output tie at
+    # the first spike, and in a good part of them the tied outputs' potentials differ
+    rule = make(backend, arch="20-7-12-3", readout="potential_tiebreak")
+    plain = make(backend, arch="20-7-12-3")
+    ref = reference_of(rule)
+    x, _ = random_inputs(60, seed=9)
+    d, d0 = rule.predict(x), plain.predict(x)
+    assert torch.equal(d.stats["tie/first_spike"], d0.stats["tie/first_spike"])
+    n_tied = n_broken = 0
+    for b in range(len(x)):
+        times = ref.forward(x[b].tolist())
+        t_out = times[-1]
+        tied = min(t_out) < T_MAX and t_out.count(min(t_out)) > 1
+        assert d.stats["tie/first_spike"][b] == float(tied)
+        want = ref.tiebreak_decision(times)
+        sc = d.scores[b]
+        unique = int((sc == sc.max()).sum()) == 1 and not bool(d.silent[b])
+        assert (int(sc.argmax()) if unique else None) == want, f"sample {b}"
+        # later outputs keep their −t score; the notebook's metric is untouched
+        assert torch.equal(d.reference_scores[b], d0.reference_scores[b])
+        n_tied += tied
+        n_broken += tied and want is not None
+    assert n_tied >= 5 and n_broken >= 3  # the case is exercised
+    with pytest.raises(ValueError, match="readout"):
+        make(backend, readout="potential")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_raw_uint8_images_are_encoded(backend):
     rule = BS4NN("784-30-10", (1, 28, 28), 10, seed=0, backend=backend)
     g = torch.Generator().manual_seed(0)
@@ -268,22 +297,36 @@ def test_hparams_validation_and_registration():
         BS4NN("784-600-10", (784,), 10, input_t_end=300)
     with pytest.raises(ValueError, match="variant"):
         BS4NN("784-600-10", (784,), 10, variant="paper")
+    assert r.hparams["readout"] == "first_spike"
+    # tuned = reference with the TUNED changes only
+    ref_h, tuned_h = BS4NN.default_hparams("reference"), BS4NN.default_hparams("tuned")
+    assert {k for k in ref_h if ref_h[k] != tuned_h[k]} == set(TUNED)
+    assert all(tuned_h[k] == v for k, v in TUNED.items())
 
 
-RECIPES = {"bs4nn-mnist": ("mnist", [784, 600, 10], "97.0"), "bs4nn-fmnist": ("fmnist", [784, 1000, 10], "87.3")}
+RECIPES = {
+    "bs4nn-mnist": ("mnist", [784, 600, 10], "97.0", "tuned"),
+    "bs4nn-mnist-reference": ("mnist", [784, 600, 10], "97.0", "reference"),
+    "bs4nn-fmnist": ("fmnist", [784, 1000, 10], "87.3", "tuned"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipes_build(name):
     from snnlearn.train import load_recipe, rule_hparams
 
-    dataset, sizes, result = RECIPES[name]
+    dataset, sizes, result, variant = RECIPES[name]
     cfg = load_recipe(name)
-    assert cfg["rule"] == "bs4nn" and cfg["variant"] == "reference" and cfg["dataset"] == dataset
-    assert result in cfg["paper_result"] and "reference" in cfg["description"]
+    assert cfg["rule"] == "bs4nn" and cfg["variant"] == variant and cfg["dataset"] == dataset
+    assert result in cfg["paper_result"] and variant in cfg["description"]
     rule = BS4NN(cfg["arch"], (1, 28, 28), 10, variant=cfg["variant"], **rule_hparams(cfg))
     assert rule.sizes == sizes and rule.hparams["batch_mode"] == "resample"
     assert int(cfg["batch_size"]) >= 60000  # one learn call per epoch: N draws with replacement
+    if variant == "reference":  # the notebook's settings, untouched
+        ref = BS4NN.default_hparams("reference")
+        assert all(rule.hparams[k] == ref[k] for k in cfg if k in ref and k != "init_ranges")
+        assert rule.init_ranges == [(0.0, 5.0), (0.0, 48.0)]
+        assert rule.hparams["readout"] == "first_spike"
 
 
 # ------------------------------------------------------------------------------ the shared core

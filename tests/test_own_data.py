@@ -28,11 +28,13 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_example_runs_as_written(capsys):
+def test_readme_example_runs_as_written(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example writes tssl.nir into the working directory
     exec(compile(readme_example(), "README.md", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     acc = float(re.search(r"strict test accuracy ([0-9.]+)", out).group(1))
     assert acc > 0.8, out  # three classes: chance is 1/3
+    assert (tmp_path / "tssl.nir").stat().st_size > 0
 
 
 def _images(n: int, seed: int, shape=(1, 6, 6)):

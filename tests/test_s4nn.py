@@ -166,15 +166,33 @@ def test_minibatch_is_mean_of_per_sample_updates_from_frozen_weights(variant, ba
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_batch_of_one_is_per_sample_sgd(backend):
-    a = make("reference", backend)
-    b = make("reference", backend)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batch_of_one_is_per_sample_sgd(variant, backend):
+    """A mini-batch of one sample (the frozen-weights ``mean`` path: Δw accumulated, then applied
+    with one decay) is exactly the per-sample update. ``learn`` sends B = 1 to the per-sample path,
+    so ``b`` is forced onto the mini-batch path through its visit order."""
+    a = make(variant, backend)
+    b = make(variant, backend)
+    forced = []
+
+    def minibatch_order(B):
+        forced.append(B)
+        return torch.arange(B), False  # not in place: the mini-batch code path
+
+    b._visit_order = minibatch_order
     x, y = random_inputs(6, seed=5)
     for i in range(6):
         a.learn(x[i : i + 1], y[i : i + 1])
-        b.learn(x[i : i + 1].clone(), y[i : i + 1].clone())
+        b.learn(x[i : i + 1], y[i : i + 1])
+    assert forced == [1] * 6
+    if backend == "numba":
+        assert b._dW is not None  # the mini-batch accumulation buffer was used
     for wa, wb in zip(a.W, b.W):
-        assert torch.equal(wa, wb)
+        np.testing.assert_allclose(wb.numpy(), wa.numpy(), rtol=0, atol=ATOL)
+    ref = reference_of(make(variant, backend))
+    for i in range(6):
+        ref.step(x[i].tolist(), int(y[i]))
+    assert_weights(b, ref)
 
 
 # ------------------------------------------------------------------------------ dead neurons

@@ -6,6 +6,7 @@ The main API, imported lazily (``import snnlearn`` stays cheap)::
     config = snnlearn.load_recipe("s4nn-mnist", ["epochs=1"])
     summary = snnlearn.run_recipe(config, "runs/s4nn-mnist")
     config, rule = snnlearn.load_run("runs/s4nn-mnist", which="best")
+    model = snnlearn.load_model("runs/s4nn-mnist")     # the trained network as a torch.nn.Module
     rule_cls = snnlearn.get_rule("s4nn")
     test = snnlearn.load_dataset("mnist", "test")
 """
@@ -22,6 +23,7 @@ _EXPORTS = {
     "load_recipe": "snnlearn.train",
     "run_recipe": "snnlearn.train",
     "load_run": "snnlearn.train",
+    "load_model": "snnlearn.export",
     "Trainer": "snnlearn.train",
     "load_dataset": "snnlearn.data",
     "UserError": "snnlearn.errors",

@@ -105,7 +105,56 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto")
     c.add_argument("--data-dir")
     c.add_argument("--threads", type=_positive)
+
+    x = sub.add_parser("export", help="write a trained run's network as NIR, safetensors or a torch .pt file")
+    x.add_argument("run_dir")
+    x.add_argument("--format", choices=["nir", "safetensors", "pt"], default="nir")
+    x.add_argument("--out", help="output file (default RUN_DIR/model.<format>)")
+    x.add_argument("--which", choices=["last", "best"], default="best", help="checkpoint (default best)")
+    x.add_argument("--device", default="cpu")
+
+    i = sub.add_parser("import", help="print a summary of an NIR file, or rebuild snnlearn's run from it")
+    i.add_argument("file")
+    i.add_argument("--out", help="write a run directory (snnlearn eval / load_model read it)")
+    i.add_argument("--device", default="cpu")
     return p
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .export import save_tensors, write_nir
+    from .train import load_run
+
+    config, rule = load_run(args.run_dir, which=args.which, device=args.device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{args.format}"
+    if args.format == "nir":
+        try:
+            write_nir(rule, out, config=config)
+        except ImportError as e:
+            raise UserError(str(e)) from None
+    else:
+        save_tensors(rule, out, args.format)
+    print(f"wrote {out} ({args.format}, {rule.describe()})")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .export import describe_nir, from_nir, nir_config, write_run_dir
+
+    try:
+        print(describe_nir(args.file))
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    if args.out:
+        config = nir_config(args.file)
+        if config is None:
+            raise UserError(f"{args.file} holds no run recipe (exported by `snnlearn export RUN_DIR`?); "
+                            "use snnlearn.export.from_nir in Python for the rule alone")
+        rule = from_nir(args.file, device=args.device)
+        write_run_dir(rule, config, args.out)
+        print(f"wrote run directory {args.out} ({rule.describe()})")
+    return 0
 
 
 def cmd_recipes(args) -> int:
@@ -393,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"recipes": cmd_recipes, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "analyze": cmd_analyze,
-                "compare": cmd_compare}
+                "export": cmd_export, "import": cmd_import, "compare": cmd_compare}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -4,8 +4,9 @@ arXiv 2007.04039), as the authors coded it for MNIST (SRKH/BS4NN, ``BS4NN_mnist.
 BS4NN is S4NN (:mod:`snnlearn.rules.s4nn`, whose numbered steps are used below) whose forward pass
 sees only the signs of the weights. The real-valued weights ``W`` stay the learned quantity
 (straight-through); each layer has a scaling factor ``α`` that is learned too. The BS4NN paper's
-method section is not available to us (only its abstract), so the rule has one variant,
-``reference``, which follows the notebook line by line:
+method section is not available to us (only its abstract). The ``reference`` variant follows the
+notebook line by line; ``tuned`` changes the learning rate and the readout (``TUNED``, chosen on
+a validation split, ``docs/rules/bs4nn.md``). The steps of ``reference``:
 
 1. Input (notebook cell 2): ``t = ⌊255 − I⌋`` on the grid ``0..t_max = 256``, i.e. S4NN Eq. 1 with
    ``t_end = 255``: black pixels spike at 255 < t_max. They can never make a neuron fire before
@@ -24,7 +25,11 @@ method section is not available to us (only its abstract), so the rule has one v
    ``N_in × N_out`` synapses), then the error of the layer below through the updated real-valued
    weights ``g_i = Σ_k e_k·w_ik·m_ik`` (not through sign(W) or α), L2-normalised.
 6. Evaluation as S4NN's code: the first spike decides, ties count correct and an all-silent
-   sample falls back to ``argmax Σ_i sign(w_ik)[t_i ≤ t_max − 3]`` (``reference_scores``).
+   sample falls back to ``argmax Σ_i sign(w_ik)[t_i ≤ t_max − 3]`` (``reference_scores``). The
+   strict decision (``scores``) depends on ``readout``: ``first_spike`` (default of
+   ``reference``; a tie is no decision) or ``potential_tiebreak`` (a tie at the first output
+   spike goes to the tied output with the largest potential at the decision step; see
+   :meth:`BS4NN._readout`). ``stats["tie/first_spike"]`` reports the first-spike ties either way.
 7. Sampling (notebook cell 4): every epoch visits 60,000 indices drawn with replacement.
    ``batch_mode: resample`` does this inside one ``learn`` call: with the whole training split as
    one batch (the recipes set ``batch_size: 60000``), the rule draws as many indices with
@@ -42,8 +47,21 @@ from typing import Any
 
 import torch
 
+from .base import Decision
 from .s4nn import S4NN
-from .single_spike import per_layer
+from .single_spike import binary_sign, first_spike_decision, per_layer
+
+#: output readouts: ``first_spike`` (the first output spike decides; a tie is no decision) and
+#: ``potential_tiebreak`` (among the outputs that fire first, the largest potential at the
+#: decision step wins)
+READOUTS = ("first_spike", "potential_tiebreak")
+
+#: the ``tuned`` variant: the notebook's algorithm with these changes, chosen on the validation
+#: split after one MNIST epoch (docs/rules/bs4nn.md, "Readout and the `tuned` variant")
+TUNED = {
+    "lr": 0.3,  # notebook 0.1; 0.5 already collapses into ties
+    "readout": "potential_tiebreak",  # notebook: first spike, ties undecided
+}
 
 
 class BS4NN(S4NN):
@@ -58,14 +76,15 @@ class BS4NN(S4NN):
 
     Args:
         arch, input_shape, n_classes, device, seed: as :class:`~snnlearn.rules.s4nn.S4NN`.
-        variant: ``"reference"`` (the authors' MNIST notebook), the only one.
+        variant: ``"reference"`` (the authors' MNIST notebook) or ``"tuned"`` (``TUNED``).
         **hparams: S4NN's (with the notebook's values as defaults) plus ``alpha_init`` (α₀, scalar
             or one per layer), ``alpha_lr`` (μ, scalar or one per layer) and ``sign_zero`` (the
-            value of sign(0); 0 as ``np.sign``).
+            value of sign(0); 0 as ``np.sign``) and ``readout`` (``"first_spike"`` or
+            ``"potential_tiebreak"``, a decision rule at test time only).
     """
 
     name = "bs4nn"
-    variants = ("reference",)
+    variants = ("reference", "tuned")
     binary = True
     target_rule = "bs4nn"
 
@@ -94,8 +113,11 @@ class BS4NN(S4NN):
                 "alpha_init": 5.0,  # fact
                 "alpha_lr": 0.01,  # lrF
                 "sign_zero": 0.0,  # np.sign(0)
+                "readout": "first_spike",  # the notebook decides by the first spike only
             }
         )
+        if variant == "tuned":
+            h.update(TUNED)
         return h
 
     def __init__(
@@ -119,6 +141,50 @@ class BS4NN(S4NN):
         if z not in (-1, 0, 1):
             raise self.hparam_error("sign_zero", z, "must be -1, 0 or 1")
         self._sign_zero = float(z)
+        self._check_choice("readout", READOUTS)
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, x: torch.Tensor) -> Decision:
+        """First-spike decision (S4NN §2.2) of a batch, with the ``readout`` of the rule; raw uint8
+        images are encoded first. ``stats["tie/first_spike"]`` marks the samples whose first output
+        spike is shared by two or more outputs, whatever the readout (the strict metric's tie rate
+        is that of the readout's scores)."""
+        x = self._as_times(self.as_encoded(x))
+        if self.backend == "numba":
+            flat_t, counts, v = self._times_numba(x)
+            t_out = flat_t[:, int(self._tbase[-2]) :]
+            t_hid = flat_t[:, int(self._tbase[-3]) : int(self._tbase[-2])]
+            dec = first_spike_decision(t_out, self.t_max, counts, v)
+        else:
+            times = self._torch_forward(x)
+            t_out, t_hid = times[-1], times[-2]
+            dec = self.decide(times)
+        return self._readout(dec, t_hid, t_out)
+
+    def _readout(self, dec: Decision, t_hid: torch.Tensor, t_out: torch.Tensor) -> Decision:
+        """Apply ``readout`` to a first-spike decision.
+
+        ``potential_tiebreak``: the outputs that fire at the first output time ``τ`` are ranked by
+        their potential at the slot where they crossed, ``V_k(τ − d) = Σ_i sign(w_ik)·[t_i ≤ τ − d]``
+        (``d`` the per-layer delay): the one furthest above the threshold wins (the ranking S4NN
+        issue #4 proposes; the notebook computes it as ``Vwin`` but does not use it). Outputs that
+        fire later keep ``−t``; ties remain only between equal potentials; all-silent samples
+        stay without a decision. ``reference_scores`` (the notebook's metric) are unchanged."""
+        t_out = t_out.to(torch.int64)
+        tau = t_out.min(1).values
+        first = (t_out == tau.unsqueeze(1)) & (tau < self.t_max).unsqueeze(1)
+        dec.stats["tie/first_spike"] = (first.sum(1) > 1).to(torch.float32)
+        if self.hparams["readout"] == "first_spike":
+            return dec
+        S = binary_sign(self.W[-1], self._sign_zero).to(torch.float64)
+        slot = (tau - self.delay).unsqueeze(1)
+        V = (t_hid.to(torch.int64) <= slot).to(torch.float64) @ S  # (B, C), integers
+        frac = 0.5 * V / (1.0 + V.abs().amax(1, keepdim=True))  # in (−0.5, 0.5), monotone in V
+        scores = torch.where(first, -t_out.to(torch.float64) + frac, -t_out.to(torch.float64))
+        # float32 resolves the steps 0.5/(1 + max|V|) >= 0.5/(1 + N_hidden) next to t <= t_max
+        # (spacing 3e-5 at 256) for the hidden layers used here (600, 1,000)
+        dec.scores = scores.to(torch.float32)
+        return dec
 
     def describe(self) -> str:
         a = ", ".join(f"{float(v):.3g}" for v in self.alpha)

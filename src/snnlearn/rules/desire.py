@@ -1340,3 +1340,13 @@ class DesireBP(Rule):
 
     def describe(self) -> str:
         return f"desire[{self.variant}] {'-'.join(map(str, self.sizes))}, T={self.T}"
+
+    # ------------------------------------------------------------------ module
+    def to_module(self) -> "DesireNet":
+        """The trained network as an inference ``nn.Module`` (:class:`snnlearn.modules.DesireNet`):
+        weights in the (out, in) layout, the same products and LIF scan as the torch path."""
+        from ..modules import DesireNet
+
+        h = self.hparams
+        return DesireNet([w.t() for w in self.weights_t], self.T, self.beta, self.theta, float(h["theta_input"]),
+                         self.delay, self.dtype).to(self.device)

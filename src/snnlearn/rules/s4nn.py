@@ -121,6 +121,7 @@ from torch import Tensor
 
 from ..arch import parse_arch
 from ..backend import HAVE_NUMBA, ChunkRunner, choose_backend, chunk_plan, njit
+from ..modules import SingleSpikeNet, first_spike_layer
 from .base import Decision, Rule
 from .single_spike import (
     NORMALISATIONS,
@@ -813,39 +814,9 @@ class S4NN(Rule):
         return self.threshold[l] / float(self.alpha[l]) if self.binary else self.threshold[l]
 
     def _torch_layer(self, t_pre: Tensor, W: Tensor, theta: float) -> Tensor:
-        """Batched event-driven layer: sort the inputs that can still cause a real spike, gather
-        their weight rows, cumulative sum, first crossing at the end of each distinct time."""
-        d, t_max = self.delay, self.t_max
-        B, nin = t_pre.shape
-        nout = W.shape[1]
-        out = torch.full((B, nout), t_max, dtype=torch.int64, device=t_pre.device)
-        if B == 0:
-            return out
-        limit = t_max - d
-        n_act = (t_pre < limit).sum(1)
-        st_all, order_all = torch.sort(t_pre, dim=1, stable=True)
-        strict = self.hparams["threshold_test"] == ">"
-        chunk = max(1, int(2**24 // max(1, nin * nout)))  # bound the (B, L, N) temporaries
-        for s in range(0, B, chunk):
-            e = min(B, s + chunk)
-            L = int(n_act[s:e].max())
-            if L == 0:
-                continue
-            st = st_all[s:e, :L]
-            order = order_all[s:e, :L]
-            valid = st < limit
-            H = W.index_select(0, order.reshape(-1)).view(e - s, L, nout)
-            H = H * valid.unsqueeze(-1).to(H.dtype)
-            V = torch.cumsum(H, dim=1)
-            end = valid.clone()
-            end[:, :-1] &= st[:, 1:] != st[:, :-1]
-            crossed = (V > theta) if strict else (V >= theta)
-            crossed &= end.unsqueeze(-1)
-            fired = crossed.any(1)
-            first = crossed.to(torch.uint8).argmax(1)
-            t = torch.gather(st, 1, first) + d
-            out[s:e] = torch.where(fired, t, torch.full_like(t, t_max))
-        return out
+        """Batched event-driven layer (:func:`snnlearn.modules.first_spike_layer`, shared with
+        the inference module)."""
+        return first_spike_layer(t_pre, W, theta, self.delay, self.t_max, self.hparams["threshold_test"] == ">")
 
     def _torch_forward(self, x: Tensor) -> list[Tensor]:
         times = [x]
@@ -1084,3 +1055,14 @@ class S4NN(Rule):
             if "alpha" not in tensors or tuple(tensors["alpha"].shape) != (self.n_layers,):
                 raise ValueError(f"rule {self.name!r}: checkpoint needs tensor 'alpha' of shape ({self.n_layers},)")
             self.alpha.copy_(tensors["alpha"].to(torch.float64))
+
+    # ------------------------------------------------------------------ module
+    def to_module(self) -> SingleSpikeNet:
+        """The trained network as an inference ``nn.Module`` (:class:`snnlearn.modules.SingleSpikeNet`):
+        weights copied to the (out, in) layout, the forward is this rule's torch path."""
+        h = self.hparams
+        return SingleSpikeNet([w.t() for w in self.W], list(self.threshold), self.t_max, self.delay,
+                              strict=h["threshold_test"] == ">", binary=self.binary,
+                              alpha=[float(a) for a in self.alpha], sign_zero=self._sign_zero,
+                              input_t_end=h["input_t_end"], input_rounding=h["input_rounding"],
+                              fallback_slot=self.t_max - int(h["fallback_slot_offset"])).to(self.device)

@@ -329,12 +329,10 @@ class STiDi(Rule):
 
     # torch path ------------------------------------------------------------
     def _eps(self, s: Tensor) -> Tensor:
-        """Eq. 2 at integer lags (float64)."""
-        s = s.to(torch.float64)
-        t1, t2 = self.tau1, self.tau2
-        up = s / t1
-        down = (t1 + t2 - s) / t2
-        return torch.where((s >= 0) & (s < t1), up, torch.where((s >= t1) & (s < t1 + t2), down, torch.zeros_like(s)))
+        """Eq. 2 at integer lags (float64; :func:`snnlearn.modules.pl_psp`)."""
+        from ..modules import pl_psp
+
+        return pl_psp(s, self.tau1, self.tau2)
 
     def _dv(self, w: Tensor, s: Tensor) -> Tensor:
         """Eq. 13 at lags s = t_i − t_j (float64)."""
@@ -351,48 +349,14 @@ class STiDi(Rule):
         a = self.alpha[L["aoff"]:L["aoff"] + L["na"]]
         return w, a
 
-    def _first_crossing(self, V: Tensor, theta: float) -> Tensor:
-        """First grid step of V (B, T, N) reaching θ; t_max if none."""
-        hit = (V > theta) if self.hparams["threshold_test"] == ">" else (V >= theta)
-        fired = hit.any(1)
-        first = hit.to(torch.uint8).argmax(1)
-        return torch.where(fired, first, torch.full_like(first, self.t_max))
-
     def _torch_forward(self, x: Tensor) -> list[tuple[Tensor, Tensor | None]]:
-        """[(times, pool winners or None)] for the input and every layer; dense PSP tensors,
-        chunked over the batch."""
-        out: list[tuple[Tensor, Tensor | None]] = [(x, None)]
-        B = x.shape[0]
-        tgrid = torch.arange(self.t_max, device=self.device)
-        t = x
-        for l, L in enumerate(self.layers):
-            if L["kind"] == "pool":
-                c, hh, ww, k = L["cin"], L["h"], L["w"], L["k"]
-                tt = t.view(B, c, hh, ww).to(torch.float64)
-                val, idx = Fnn.max_pool2d(-tt, k, return_indices=True)  # first index on ties
-                tout = (-val).to(torch.int64).reshape(B, -1)
-                winners = idx.reshape(B, c, -1) + (torch.arange(c, device=self.device) * hh * ww).view(1, c, 1)
-                out.append((tout, winners.reshape(B, -1)))
-                t = tout
-                continue
-            li = L["lidx"]
-            w, a = self._fwd_weight(li)
-            per = max(1, int(2**25 // max(1, self.t_max * max(L["nin"], L["nout"]))))
-            chunks = []
-            for s in range(0, B, per):
-                tb = t[s:s + per]
-                E = self._eps(tgrid.view(1, -1, 1) - tb.unsqueeze(1))  # (b, T, nin)
-                if L["kind"] == "fc":
-                    V = (E @ w) * a
-                else:
-                    b = tb.shape[0]
-                    Ei = E.reshape(b * self.t_max, L["cin"], L["h"], L["w"])
-                    V = Fnn.conv2d(Ei, w).reshape(b, self.t_max, L["cout"], -1)
-                    V = (V * a.view(1, 1, -1, 1)).reshape(b, self.t_max, -1)
-                chunks.append(self._first_crossing(V, self.threshold[li]))
-            t = torch.cat(chunks, 0) if chunks else torch.zeros(0, L["nout"], dtype=torch.int64, device=self.device)
-            out.append((t, None))
-        return out
+        """[(times, pool winners or None)] for the input and every layer
+        (:func:`snnlearn.modules.stidi_forward`, shared with the inference module)."""
+        from ..modules import stidi_forward
+
+        fwd = [self._fwd_weight(li) for li in range(len(self.learnable))]
+        return stidi_forward(x, self.layers, [w for w, _ in fwd], [a for _, a in fwd], self.threshold, self.t_max,
+                             self.tau1, self.tau2, self.hparams["threshold_test"] == ">")
 
     # ------------------------------------------------------------------ learning
     def learn(self, x: Tensor, y: Tensor) -> dict[str, float]:
@@ -640,3 +604,15 @@ class STiDi(Rule):
             self.n_seen.copy_(tensors["n_seen"].to(self.device, torch.int64).reshape(()))
         if self.binary:
             self._flat_f.copy_(ss.binary_sign(self._flat, zero=1.0))
+
+    # ------------------------------------------------------------------ module
+    def to_module(self):
+        """The trained network as an inference ``nn.Module`` (:class:`snnlearn.modules.STiDiNet`):
+        weights in PyTorch's layout (conv (out, in, k, k), fc (out, in)), the forward is this
+        rule's torch path."""
+        from ..modules import STiDiNet
+
+        weights = [w.t() if self.layers[l]["kind"] == "fc" else w for w, l in zip(self.W, self.learnable)]
+        alphas = [self.alpha[self.layers[l]["aoff"]:self.layers[l]["aoff"] + self.layers[l]["na"]] for l in self.learnable]
+        return STiDiNet(self.layers, weights, alphas, list(self.threshold), self.t_max, self.tau1, self.tau2,
+                        strict=self.hparams["threshold_test"] == ">", binary=self.binary).to(self.device)
