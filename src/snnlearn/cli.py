@@ -1,4 +1,4 @@
-"""Command line: ``snnlearn recipes | train | eval | report | analyze | compare``.
+"""Command line: ``snnlearn recipes | train | eval | report | analyze | export | import | compare``.
 
 Bad input (an unknown recipe, a malformed ``--set`` or file, missing data, a corrupt checkpoint, an
 unavailable device, a full disk) ends with a one-line ``snnlearn: error: ...`` message and exit
