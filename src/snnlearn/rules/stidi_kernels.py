@@ -41,17 +41,19 @@ if HAVE_NUMBA and _CORE_NUMBA:
     _njit_sum = _numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
 
     @_njit_sum
-    def _fc_row(row, tpost, tj, t_max, cq, aq, riseX, fallX, epsX):  # pragma: no cover - compiled
-        """One presynaptic row: Eq. 10 in place, and the two sums of Eq. 14 (rising, falling)."""
+    def _fc_row(row, u, v, g):  # pragma: no cover - compiled
+        """One presynaptic row: the two sums of Eq. 14 (rising, falling) and Eq. 10 in place.
+
+        ``u``, ``v``, ``g`` depend only on the presynaptic time (see the caller), so the loop is
+        contiguous and gather-free. ``u = c·[rising]`` with an indicator in {0, 1}, so ``u·w``
+        equals ``(c·w)·[rising]`` exactly; ``g = −η c ε`` is the same product as before."""
         ar = 0.0
         af = 0.0
         for i in range(row.shape[0]):
-            x = tpost[i] - tj + t_max
             wv = row[i]
-            cw = cq[i] * wv
-            ar += cw * riseX[x]
-            af += cw * fallX[x]
-            row[i] = wv + aq[i] * epsX[x]  # ε = 0 for t_i < t_j: Eq. 6
+            ar += u[i] * wv
+            af += v[i] * wv
+            row[i] = wv + g[i]  # ε = 0 for t_i < t_j: Eq. 6
         return ar, af
 
 # lay columns
@@ -414,6 +416,40 @@ if HAVE_NUMBA and _CORE_NUMBA:
                         sil[ns] = i
                         ns += 1
                 use_eff = binary and disp_eff
+                if not binary:
+                    # Spiking presynaptic rows grouped by their time (counting sort): the lag
+                    # tables then fold into three vectors per time, shared by the whole group.
+                    u = cvec[3 * nout + 3 * nt2:4 * nout + 3 * nt2]
+                    v = cvec[4 * nout + 3 * nt2:5 * nout + 3 * nt2]
+                    g = cvec[5 * nout + 3 * nt2:6 * nout + 3 * nt2]
+                    cnt = np.zeros(t_max + 1, np.int64)
+                    for j in range(nin):
+                        if tpre[j] < t_max:
+                            cnt[tpre[j] + 1] += 1
+                    for s_ in range(t_max):
+                        cnt[s_ + 1] += cnt[s_]
+                    order = np.empty(cnt[t_max], np.int64)
+                    for j in range(nin):
+                        tj = tpre[j]
+                        if tj < t_max:
+                            order[cnt[tj]] = j
+                            cnt[tj] += 1
+                    lo = 0
+                    for s_ in range(t_max):
+                        hi = cnt[s_]  # after the fill, cnt[s] is the end of group s
+                        if hi == lo:
+                            continue
+                        for i in range(nout):
+                            x = tpost[i] - s_ + t_max
+                            u[i] = cq[i] * riseX[x]
+                            v[i] = cq[i] * fallX[x]
+                            g[i] = aq[i] * epsX[x]
+                        for r in range(lo, hi):
+                            j = order[r]
+                            ar, af = _fc_row(Wl[j * nout:(j + 1) * nout], u, v, g)
+                            if need_disp:
+                                dd[j] = -beta * (-ar / tau1 + af / tau2)
+                        lo = hi
                 for j in range(nin):
                     tj = tpre[j]
                     row = Wl[j * nout:(j + 1) * nout]
@@ -430,7 +466,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                             dd[j] = -beta * (-ar / tau1 + af / tau2)
                         continue
                     if not binary:
-                        ar, af = _fc_row(row, tpost, tj, t_max, cq, aq, riseX, fallX, epsX)
+                        continue  # done above, grouped by time
                     else:
                         for i in range(nout):
                             s = tpost[i] - tj
@@ -526,7 +562,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
         next one is seen, exactly as B calls with one sample each)."""
         t_max = ip[_P_TMAX]
         A, used, R, F, V, keys, taps, Wt, fired = _scratch(nmax, tmaxc, kmax)
-        cvec = np.empty(3 * out_times.shape[1] + 6 * t_max + 3, np.float64)
+        cvec = np.empty(6 * out_times.shape[1] + 6 * t_max + 3, np.float64)
         dK = np.empty(W.shape[0] + alpha.shape[0] + 1024, np.float64)
         for b in range(x.shape[0]):
             times = out_times[b]
