@@ -56,6 +56,14 @@ if HAVE_NUMBA and _CORE_NUMBA:
             row[i] = wv + g[i]  # ε = 0 for t_i < t_j: Eq. 6
         return ar, af
 
+    @_njit_sum
+    def _row_dot(row, u):  # pragma: no cover - compiled
+        """``Σ_i u_i w_i`` over one row (the silent block of Eq. 14)."""
+        ar = 0.0
+        for i in range(row.shape[0]):
+            ar += u[i] * row[i]
+        return ar
+
 # lay columns
 (_K_KIND, _K_CIN, _K_H, _K_W, _K_COUT, _K_K, _K_NIN, _K_NOUT, _K_WOFF, _K_TIN, _K_TOUT, _K_LIDX,
  _K_AOFF, _K_NA) = range(14)
@@ -450,24 +458,31 @@ if HAVE_NUMBA and _CORE_NUMBA:
                             if need_disp:
                                 dd[j] = -beta * (-ar / tau1 + af / tau2)
                         lo = hi
-                for j in range(nin):
-                    tj = tpre[j]
-                    row = Wl[j * nout:(j + 1) * nout]
-                    frow = Fl[j * nout:(j + 1) * nout]
-                    ar = 0.0  # Σ c_i w_ij over the rising lags, Eq. 13 first case
-                    af = 0.0  # and over the falling lags, second case
-                    if tj >= t_max:
-                        # a silent presynaptic neuron meets only silent postsynaptic ones (lag 0)
-                        if need_disp and ns > 0 and disp_silent:
-                            for r in range(ns):
-                                i = int(sil[r])
-                                wv = al * frow[i] if use_eff else row[i]
-                                ar += cq[i] * wv
-                            dd[j] = -beta * (-ar / tau1 + af / tau2)
-                        continue
-                    if not binary:
-                        continue  # done above, grouped by time
-                    else:
+                    if need_disp and ns > 0 and disp_silent:
+                        # silent presynaptic rows meet only silent postsynaptic neurons (lag 0 of
+                        # Eq. 13, rising case): a dense masked row sum, no update (ε(0) = 0)
+                        for i in range(nout):
+                            u[i] = cq[i] if tpost[i] >= t_max else 0.0
+                        for j in range(nin):
+                            if tpre[j] >= t_max:
+                                ar = _row_dot(Wl[j * nout:(j + 1) * nout], u)
+                                dd[j] = -beta * (-ar / tau1)
+                else:  # binary: Eq. 10 on the real W, sign(W) refreshed, Eqs. 24-25 for α
+                    for j in range(nin):
+                        tj = tpre[j]
+                        row = Wl[j * nout:(j + 1) * nout]
+                        frow = Fl[j * nout:(j + 1) * nout]
+                        ar = 0.0  # Σ c_i w_ij over the rising lags, Eq. 13 first case
+                        af = 0.0  # and over the falling lags, second case
+                        if tj >= t_max:
+                            # a silent presynaptic neuron meets only silent postsynaptic ones (lag 0)
+                            if need_disp and ns > 0 and disp_silent:
+                                for r in range(ns):
+                                    i = int(sil[r])
+                                    wv = al * frow[i] if use_eff else row[i]
+                                    ar += cq[i] * wv
+                                dd[j] = -beta * (-ar / tau1 + af / tau2)
+                            continue
                         for i in range(nout):
                             s = tpost[i] - tj
                             if s < 0:
@@ -482,8 +497,8 @@ if HAVE_NUMBA and _CORE_NUMBA:
                                 ga += cq[i] * frow[i] * ep  # Eqs. 24-25, with the pre-update sign
                                 row[i] += aq[i] * ep  # Eq. 10 on the real weight
                                 frow[i] = 1.0 if row[i] >= 0 else -1.0
-                    if need_disp:
-                        dd[j] = -beta * (-ar / tau1 + af / tau2)
+                        if need_disp:
+                            dd[j] = -beta * (-ar / tau1 + af / tau2)
                 if binary:
                     alpha[aoff] += -lra * ga
             else:  # conv: Eqs. 16-21 summed over the positions of each map
@@ -504,6 +519,12 @@ if HAVE_NUMBA and _CORE_NUMBA:
                 gal = dK[nk:nk + cout]
                 for q in range(cout):
                     gal[q] = 0.0
+                # ε (Eq. 2) over the lags −t_max..t_max: a table lookup instead of branches (ε = 0
+                # for negative lags, Eq. 6, so adding its term changes nothing)
+                nt2 = 2 * t_max + 1
+                epsC = cvec[nout:nout + nt2]
+                for sl in range(nt2):
+                    epsC[sl] = _eps(sl - t_max, tau1, tau2)
                 for d in range(cout):
                     al = alpha[aoff + (d if na > 1 else 0)]
                     for y in range(ho):
@@ -513,22 +534,20 @@ if HAVE_NUMBA and _CORE_NUMBA:
                             if ci == 0.0:
                                 continue
                             ti = tpost[i]
+                            mi = -lr * ci
                             for n in range(cin):
                                 for a in range(k):
                                     for b in range(k):
                                         j = n * h * w + (y + a) * w + (x + b)
                                         s = ti - tpre[j]
-                                        if s < 0:
-                                            continue
                                         q = d * cin * kk + n * kk + a * k + b
-                                        if need_disp and (disp_silent or tpre[j] < t_max):
+                                        ep = epsC[s + t_max]
+                                        dKl[q] += mi * ep
+                                        if binary:
+                                            gal[d if na > 1 else 0] += ci * Fl[q] * ep
+                                        if need_disp and s >= 0 and (disp_silent or tpre[j] < t_max):
                                             wv = al * Fl[q] if (binary and disp_eff) else Wl[q]
                                             dd[j] += -beta * ci * _dv(wv, s, tau1, tau2)
-                                        ep = _eps(s, tau1, tau2)
-                                        if ep != 0.0:
-                                            dKl[q] += -lr * ci * ep
-                                            if binary:
-                                                gal[d if na > 1 else 0] += ci * Fl[q] * ep
                 for q in range(nk):
                     Wl[q] += dKl[q]
                     if binary:
