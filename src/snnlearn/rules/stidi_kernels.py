@@ -236,23 +236,31 @@ if HAVE_NUMBA and _CORE_NUMBA:
                     win[o] = tin_base + bi
 
     @njit
+    def _group_by_time(t, n, t_max):  # pragma: no cover - compiled
+        """Counting sort of the spiking entries (``t < t_max``) of ``t[:n]`` by time: ``order``
+        lists their indices, ascending within a time, and ``order[ends[s − 1]:ends[s]]`` (with
+        ``ends[−1] = 0``) is the group of time ``s``."""
+        ends = np.zeros(t_max + 1, np.int64)
+        for i in range(n):
+            if t[i] < t_max:
+                ends[t[i] + 1] += 1
+        for s in range(t_max):
+            ends[s + 1] += ends[s]
+        order = np.empty(ends[t_max], np.int64)
+        for i in range(n):
+            s = t[i]
+            if s < t_max:
+                order[ends[s]] = i
+                ends[s] += 1  # start of group s → its end
+        return order, ends
+
+    @njit
     def _fc_forward(tin, Wf, al, nin, nout, theta, strict, tau1, tau2, t_max, tout, A, used, R, F, V):  # pragma: no cover
         """Fully connected layer: weight rows summed per input time bin, then all neurons stepped."""
         tau = tau1 + tau2
-        # inputs grouped by time bin (counting sort, ascending index within a bin, so every A[s]
-        # is summed in the same order as a plain loop over the inputs), four rows at a time
-        cnt = np.zeros(t_max + 1, np.int64)
-        for i in range(nin):
-            if tin[i] < t_max:
-                cnt[tin[i] + 1] += 1
-        for s in range(t_max):
-            cnt[s + 1] += cnt[s]
-        order = np.empty(cnt[t_max], np.int64)
-        for i in range(nin):
-            s = tin[i]
-            if s < t_max:
-                order[cnt[s]] = i
-                cnt[s] += 1
+        # inputs grouped by time bin (ascending index within a bin, so every A[s] is summed in the
+        # same order as a plain loop over the inputs), four rows at a time
+        order, cnt = _group_by_time(tin, nin, t_max)
         tfirst = t_max
         lo = 0
         for s in range(t_max):
@@ -497,21 +505,10 @@ if HAVE_NUMBA and _CORE_NUMBA:
                     u = cvec[3 * nout + 3 * nt2:4 * nout + 3 * nt2]
                     v = cvec[4 * nout + 3 * nt2:5 * nout + 3 * nt2]
                     g = cvec[5 * nout + 3 * nt2:6 * nout + 3 * nt2]
-                    cnt = np.zeros(t_max + 1, np.int64)
-                    for j in range(nin):
-                        if tpre[j] < t_max:
-                            cnt[tpre[j] + 1] += 1
-                    for s_ in range(t_max):
-                        cnt[s_ + 1] += cnt[s_]
-                    order = np.empty(cnt[t_max], np.int64)
-                    for j in range(nin):
-                        tj = tpre[j]
-                        if tj < t_max:
-                            order[cnt[tj]] = j
-                            cnt[tj] += 1
+                    order, cnt = _group_by_time(tpre, nin, t_max)
                     lo = 0
                     for s_ in range(t_max):
-                        hi = cnt[s_]  # after the fill, cnt[s] is the end of group s
+                        hi = cnt[s_]  # end of group s
                         if hi == lo:
                             continue
                         for i in range(nout):
