@@ -12,12 +12,14 @@ Lower bound. Per training sample the algorithm must at least touch, in the 5760�
 matrix, the row of every pool neuron that spiked (``n_act`` rows): read it for the forward pass
 (its PSP enters every hidden potential), then read and write it for the update of Eq. 10 (the
 hidden spike times, and so the update, are known only after the forward pass). That is
-``3 · n_act · 1000 · itemsize`` bytes; everything else (conv kernel, 1000×10 output layer, the
+``3 · n_act · 1000 · itemsize`` bytes. With ``displace_silent`` (the default) and at least one
+silent hidden neuron, Eq. 14 at lag 0 also reads the row of every silent pool neuron once
+(``n_sil`` rows: ``(3 · n_act + n_sil) · 1000 · itemsize`` bytes in all); everything else (conv kernel, 1000×10 output layer, the
 time stepping of 1000 + 40·576 potentials) is far smaller. Memory bound = those bytes at the copy
 bandwidth of a buffer larger than the caches (the matrix is 23 MB in float32, 46 MB in float64).
-Compute bound = ``n_act · 1000 · (1 + 6)`` flops (one add forward; ε, two products, two masked
+Compute bound = ``n_act · 1000 · (1 + 6) + n_sil · 1000 · 2`` flops (one add forward; ε, two products, two masked
 sums and the weight update backward) at the float32 GEMM peak. The bound is the larger; "of bound"
-= bound time ÷ measured time. ``n_act`` is counted on the benchmarked samples.
+= bound time ÷ measured time. ``n_act`` and ``n_sil`` are counted on the benchmarked samples.
 """
 
 from __future__ import annotations
@@ -69,7 +71,11 @@ def main() -> None:
         rule.learn(x[i:i + 1], y[i:i + 1])
     # active pool rows on the timed samples (before they are learnt: same weights as the timing)
     pool_l = next(l for l, L in enumerate(rule.layers) if L["kind"] == "pool") + 1
-    n_act = float((rule.forward_times(x[args.warmup:])[pool_l] < rule.t_max).sum(1).double().mean())
+    ft = rule.forward_times(x[args.warmup:])
+    n_act = float((ft[pool_l] < rule.t_max).sum(1).double().mean())
+    # silent pool rows are read once more (Eq. 14 at lag 0) when a hidden neuron is silent
+    any_sil = (ft[pool_l + 1] >= rule.t_max).any(1) & bool(rule.hparams["displace_silent"])
+    n_sil = float(((ft[pool_l] >= rule.t_max).sum(1) * any_sil).double().mean())
     t0, c0 = time.perf_counter(), time.process_time()
     for i in range(args.warmup, n):
         rule.learn(x[i:i + 1], y[i:i + 1])
@@ -93,8 +99,8 @@ def main() -> None:
     # bounds
     item = rule._flat.element_size()
     nh = next(L["nout"] for L in rule.layers if L["kind"] == "fc")
-    bytes_ = 3 * n_act * nh * item
-    flops = n_act * nh * 7
+    bytes_ = (3 * n_act + n_sil) * nh * item
+    flops = n_act * nh * 7 + n_sil * nh * 2
     bw = copy_gbps(256 * 2**20) * 1e9
     peak = peak_gflops() * 1e9
     t_mem, t_cmp = bytes_ / bw, flops / peak
@@ -116,8 +122,9 @@ def main() -> None:
         f"| train, dense torch path (peer), B = 1 | {peer_s:.2f} | {peer_cpu:.2f} | 1 |",
         f"| eval, numba kernel, batch {args.n_eval} | {eval_s:.1f} | {eval_cpu:.1f} | |",
         "",
-        f"Lower bound per training sample: {n_act:.0f} spiking pool neurons × {nh} hidden weights × 3 "
-        f"passes × {item} B = {bytes_ / 1e6:.1f} MB → {t_mem * 1e3:.2f} ms at the copy bandwidth; "
+        f"Lower bound per training sample: ({n_act:.0f} spiking pool neurons × 3 passes + {n_sil:.0f} silent "
+        f"pool neurons × 1 pass) × {nh} hidden weights × {item} B = {bytes_ / 1e6:.1f} MB → "
+        f"{t_mem * 1e3:.2f} ms at the copy bandwidth; "
         f"{flops / 1e6:.1f} Mflop → {t_cmp * 1e3:.3f} ms at the GEMM peak. Bound {1 / bound:.0f} samples/s; "
         f"measured {train_cpu:.1f} samples/s (CPU time) = {100 * train_cpu * bound:.0f} % of the bound "
         f"({100 * train_s * bound:.0f} % by wall clock).",

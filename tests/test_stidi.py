@@ -295,3 +295,27 @@ def test_analyses_write_figures_and_tables(mnist_run, tmp_path):
     assert len(rows) == 11 and rows[0].startswith("true,")
     with pytest.raises(ValueError, match="run directory"):
         get_analysis("stidi-spikes")(None, tmp_path, {})
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("opt", [dict(), dict(normalisation="none", threshold_test=">")])
+def test_wide_fc_layer_matches_reference(opt):
+    """A hidden layer wide enough that many inputs share a time bin: the numba kernel groups the
+    rows of one bin and handles four at a time (forward sums and the update of Eq. 10), with the
+    leftover rows one by one; both must equal the literal reference."""
+    arch, shape = "1x12x12-8C3-P2-40-3", (1, 12, 12)
+    hp = {**SMALL, "threshold": [0.9137, 3.1291, 1.2773], "lr": [0.31, 0.47, 0.23], "beta": [1.7, 2.3, 1.0],
+          "init_ranges": [[-0.1, 0.6], [-0.3, 0.33], [-0.3, 0.9]], **opt}
+    rule = STiDi(arch, shape, 3, variant="normalised", seed=5, backend="numba", **hp)
+    ref = reference_of(rule)
+    x, y = random_inputs(6, int(rule.tbase[1]), rule.n_classes, seed=11)
+    pool = rule.forward_times(x)[2]
+    per_bin = torch.stack([torch.bincount(p[p < T_MAX], minlength=T_MAX) for p in pool])
+    assert int(per_bin.max()) >= 9  # bins with two groups of four rows and a leftover
+    hidden = rule.forward_times(x)[3]
+    assert bool((hidden < T_MAX).any()) and bool((hidden == T_MAX).any())
+    for b in range(len(x)):
+        rule.learn(x[b:b + 1], y[b:b + 1])
+        out = ref.learn(x[b].tolist(), int(y[b]))
+        _compare_step(rule, out, 0, "wide")
+        assert_state(rule, ref)

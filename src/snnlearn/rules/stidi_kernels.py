@@ -41,18 +41,62 @@ if HAVE_NUMBA and _CORE_NUMBA:
     _njit_sum = _numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
 
     @_njit_sum
-    def _fc_row(row, tpost, tj, t_max, cq, aq, riseX, fallX, epsX):  # pragma: no cover - compiled
-        """One presynaptic row: Eq. 10 in place, and the two sums of Eq. 14 (rising, falling)."""
+    def _fc_row(row, u, v, g):  # pragma: no cover - compiled
+        """One presynaptic row: the two sums of Eq. 14 (rising, falling) and Eq. 10 in place.
+
+        ``u``, ``v``, ``g`` depend only on the presynaptic time (see the caller), so the loop is
+        contiguous and gather-free. ``u = c·[rising]`` with an indicator in {0, 1}, so ``u·w``
+        equals ``(c·w)·[rising]`` exactly; ``g = −η c ε`` is the same product as before."""
         ar = 0.0
         af = 0.0
         for i in range(row.shape[0]):
-            x = tpost[i] - tj + t_max
             wv = row[i]
-            cw = cq[i] * wv
-            ar += cw * riseX[x]
-            af += cw * fallX[x]
-            row[i] = wv + aq[i] * epsX[x]  # ε = 0 for t_i < t_j: Eq. 6
+            ar += u[i] * wv
+            af += v[i] * wv
+            row[i] = wv + g[i]  # ε = 0 for t_i < t_j: Eq. 6
         return ar, af
+
+    @_njit_sum
+    def _fc_row4(r0, r1, r2, r3, u, v, g):  # pragma: no cover - compiled
+        """:func:`_fc_row` on four rows of one time group at once: ``u``, ``v``, ``g`` are loaded
+        once for the four rows, and four memory streams are in flight."""
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        f0 = 0.0
+        f1 = 0.0
+        f2 = 0.0
+        f3 = 0.0
+        for i in range(r0.shape[0]):
+            ui = u[i]
+            vi = v[i]
+            gi = g[i]
+            w0 = r0[i]
+            w1 = r1[i]
+            w2 = r2[i]
+            w3 = r3[i]
+            a0 += ui * w0
+            a1 += ui * w1
+            a2 += ui * w2
+            a3 += ui * w3
+            f0 += vi * w0
+            f1 += vi * w1
+            f2 += vi * w2
+            f3 += vi * w3
+            r0[i] = w0 + gi
+            r1[i] = w1 + gi
+            r2[i] = w2 + gi
+            r3[i] = w3 + gi
+        return a0, a1, a2, a3, f0, f1, f2, f3
+
+    @_njit_sum
+    def _row_dot(row, u):  # pragma: no cover - compiled
+        """``Σ_i u_i w_i`` over one row (the silent block of Eq. 14)."""
+        ar = 0.0
+        for i in range(row.shape[0]):
+            ar += u[i] * row[i]
+        return ar
 
 # lay columns
 (_K_KIND, _K_CIN, _K_H, _K_W, _K_COUT, _K_K, _K_NIN, _K_NOUT, _K_WOFF, _K_TIN, _K_TOUT, _K_LIDX,
@@ -192,25 +236,66 @@ if HAVE_NUMBA and _CORE_NUMBA:
                     win[o] = tin_base + bi
 
     @njit
+    def _group_by_time(t, n, t_max):  # pragma: no cover - compiled
+        """Counting sort of the spiking entries (``t < t_max``) of ``t[:n]`` by time: ``order``
+        lists their indices, ascending within a time, and ``order[ends[s − 1]:ends[s]]`` (with
+        ``ends[−1] = 0``) is the group of time ``s``."""
+        ends = np.zeros(t_max + 1, np.int64)
+        for i in range(n):
+            if t[i] < t_max:
+                ends[t[i] + 1] += 1
+        for s in range(t_max):
+            ends[s + 1] += ends[s]
+        order = np.empty(ends[t_max], np.int64)
+        for i in range(n):
+            s = t[i]
+            if s < t_max:
+                order[ends[s]] = i
+                ends[s] += 1  # start of group s → its end
+        return order, ends
+
+    @njit
     def _fc_forward(tin, Wf, al, nin, nout, theta, strict, tau1, tau2, t_max, tout, A, used, R, F, V):  # pragma: no cover
         """Fully connected layer: weight rows summed per input time bin, then all neurons stepped."""
         tau = tau1 + tau2
-        for s in range(t_max):
-            used[s] = 0
+        # inputs grouped by time bin (ascending index within a bin, so every A[s] is summed in the
+        # same order as a plain loop over the inputs), four rows at a time
+        order, cnt = _group_by_time(tin, nin, t_max)
         tfirst = t_max
-        for i in range(nin):
-            s = tin[i]
-            if s < t_max:
-                row = Wf[i * nout:(i + 1) * nout]
-                if used[s] == 0:
-                    used[s] = 1
-                    for j in range(nout):
-                        A[s, j] = row[j]
-                else:
-                    for j in range(nout):
-                        A[s, j] += row[j]
-                if s < tfirst:
-                    tfirst = s
+        lo = 0
+        for s in range(t_max):
+            hi = cnt[s]  # end of bin s
+            used[s] = 1 if hi > lo else 0
+            if hi == lo:
+                continue
+            if s < tfirst:
+                tfirst = s
+            i0 = order[lo]
+            row = Wf[i0 * nout:(i0 + 1) * nout]
+            for j in range(nout):
+                A[s, j] = row[j]
+            r = lo + 1
+            while r + 4 <= hi:
+                i0, i1, i2, i3 = order[r], order[r + 1], order[r + 2], order[r + 3]
+                r0 = Wf[i0 * nout:(i0 + 1) * nout]
+                r1 = Wf[i1 * nout:(i1 + 1) * nout]
+                r2 = Wf[i2 * nout:(i2 + 1) * nout]
+                r3 = Wf[i3 * nout:(i3 + 1) * nout]
+                for j in range(nout):
+                    a = A[s, j]
+                    a += r0[j]
+                    a += r1[j]
+                    a += r2[j]
+                    a += r3[j]
+                    A[s, j] = a
+                r += 4
+            while r < hi:
+                i0 = order[r]
+                row = Wf[i0 * nout:(i0 + 1) * nout]
+                for j in range(nout):
+                    A[s, j] += row[j]
+                r += 1
+            lo = hi
         for j in range(nout):
             tout[j] = t_max
             R[j] = 0.0
@@ -414,24 +499,67 @@ if HAVE_NUMBA and _CORE_NUMBA:
                         sil[ns] = i
                         ns += 1
                 use_eff = binary and disp_eff
-                for j in range(nin):
-                    tj = tpre[j]
-                    row = Wl[j * nout:(j + 1) * nout]
-                    frow = Fl[j * nout:(j + 1) * nout]
-                    ar = 0.0  # Σ c_i w_ij over the rising lags, Eq. 13 first case
-                    af = 0.0  # and over the falling lags, second case
-                    if tj >= t_max:
-                        # a silent presynaptic neuron meets only silent postsynaptic ones (lag 0)
-                        if need_disp and ns > 0 and disp_silent:
-                            for r in range(ns):
-                                i = int(sil[r])
-                                wv = al * frow[i] if use_eff else row[i]
-                                ar += cq[i] * wv
-                            dd[j] = -beta * (-ar / tau1 + af / tau2)
-                        continue
-                    if not binary:
-                        ar, af = _fc_row(row, tpost, tj, t_max, cq, aq, riseX, fallX, epsX)
-                    else:
+                if not binary:
+                    # Spiking presynaptic rows grouped by their time (counting sort): the lag
+                    # tables then fold into three vectors per time, shared by the whole group.
+                    u = cvec[3 * nout + 3 * nt2:4 * nout + 3 * nt2]
+                    v = cvec[4 * nout + 3 * nt2:5 * nout + 3 * nt2]
+                    g = cvec[5 * nout + 3 * nt2:6 * nout + 3 * nt2]
+                    order, cnt = _group_by_time(tpre, nin, t_max)
+                    lo = 0
+                    for s_ in range(t_max):
+                        hi = cnt[s_]  # end of group s
+                        if hi == lo:
+                            continue
+                        for i in range(nout):
+                            x = tpost[i] - s_ + t_max
+                            u[i] = cq[i] * riseX[x]
+                            v[i] = cq[i] * fallX[x]
+                            g[i] = aq[i] * epsX[x]
+                        r = lo
+                        while r + 4 <= hi:
+                            j0, j1, j2, j3 = order[r], order[r + 1], order[r + 2], order[r + 3]
+                            a0, a1, a2, a3, f0, f1, f2, f3 = _fc_row4(
+                                Wl[j0 * nout:(j0 + 1) * nout], Wl[j1 * nout:(j1 + 1) * nout],
+                                Wl[j2 * nout:(j2 + 1) * nout], Wl[j3 * nout:(j3 + 1) * nout], u, v, g)
+                            if need_disp:
+                                dd[j0] = -beta * (-a0 / tau1 + f0 / tau2)
+                                dd[j1] = -beta * (-a1 / tau1 + f1 / tau2)
+                                dd[j2] = -beta * (-a2 / tau1 + f2 / tau2)
+                                dd[j3] = -beta * (-a3 / tau1 + f3 / tau2)
+                            r += 4
+                        while r < hi:
+                            j = order[r]
+                            ar, af = _fc_row(Wl[j * nout:(j + 1) * nout], u, v, g)
+                            if need_disp:
+                                dd[j] = -beta * (-ar / tau1 + af / tau2)
+                            r += 1
+                        lo = hi
+                    if need_disp and ns > 0 and disp_silent:
+                        # silent presynaptic rows meet only silent postsynaptic neurons (lag 0 of
+                        # Eq. 13, rising case): a dense masked row sum, no update (ε(0) = 0)
+                        for i in range(nout):
+                            u[i] = cq[i] if tpost[i] >= t_max else 0.0
+                        for j in range(nin):
+                            if tpre[j] >= t_max:
+                                ar = _row_dot(Wl[j * nout:(j + 1) * nout], u)
+                                dd[j] = -beta * (-ar / tau1)
+                else:  # binary: Eq. 10 on the real W, sign(W) refreshed, Eqs. 24-25 for α
+                    for j in range(nin):
+                        tj = tpre[j]
+                        row = Wl[j * nout:(j + 1) * nout]
+                        frow = Fl[j * nout:(j + 1) * nout]
+                        ar = 0.0  # Σ c_i w_ij over the rising lags, Eq. 13 first case
+                        af = 0.0  # and over the falling lags, second case
+                        if tj >= t_max:
+                            # a silent presynaptic neuron meets only silent postsynaptic ones (lag 0)
+                            if need_disp and ns > 0 and disp_silent:
+                                for r in range(ns):
+                                    i = int(sil[r])
+                                    wv = al * frow[i] if use_eff else row[i]
+                                    ar += cq[i] * wv
+                                dd[j] = -beta * (-ar / tau1 + af / tau2)
+                            continue
                         for i in range(nout):
                             s = tpost[i] - tj
                             if s < 0:
@@ -446,8 +574,8 @@ if HAVE_NUMBA and _CORE_NUMBA:
                                 ga += cq[i] * frow[i] * ep  # Eqs. 24-25, with the pre-update sign
                                 row[i] += aq[i] * ep  # Eq. 10 on the real weight
                                 frow[i] = 1.0 if row[i] >= 0 else -1.0
-                    if need_disp:
-                        dd[j] = -beta * (-ar / tau1 + af / tau2)
+                        if need_disp:
+                            dd[j] = -beta * (-ar / tau1 + af / tau2)
                 if binary:
                     alpha[aoff] += -lra * ga
             else:  # conv: Eqs. 16-21 summed over the positions of each map
@@ -468,6 +596,12 @@ if HAVE_NUMBA and _CORE_NUMBA:
                 gal = dK[nk:nk + cout]
                 for q in range(cout):
                     gal[q] = 0.0
+                # ε (Eq. 2) over the lags −t_max..t_max: a table lookup instead of branches (ε = 0
+                # for negative lags, Eq. 6, so adding its term changes nothing)
+                nt2 = 2 * t_max + 1
+                epsC = cvec[nout:nout + nt2]
+                for sl in range(nt2):
+                    epsC[sl] = _eps(sl - t_max, tau1, tau2)
                 for d in range(cout):
                     al = alpha[aoff + (d if na > 1 else 0)]
                     for y in range(ho):
@@ -477,22 +611,20 @@ if HAVE_NUMBA and _CORE_NUMBA:
                             if ci == 0.0:
                                 continue
                             ti = tpost[i]
+                            mi = -lr * ci
                             for n in range(cin):
                                 for a in range(k):
                                     for b in range(k):
                                         j = n * h * w + (y + a) * w + (x + b)
                                         s = ti - tpre[j]
-                                        if s < 0:
-                                            continue
                                         q = d * cin * kk + n * kk + a * k + b
-                                        if need_disp and (disp_silent or tpre[j] < t_max):
+                                        ep = epsC[s + t_max]
+                                        dKl[q] += mi * ep
+                                        if binary:
+                                            gal[d if na > 1 else 0] += ci * Fl[q] * ep
+                                        if need_disp and s >= 0 and (disp_silent or tpre[j] < t_max):
                                             wv = al * Fl[q] if (binary and disp_eff) else Wl[q]
                                             dd[j] += -beta * ci * _dv(wv, s, tau1, tau2)
-                                        ep = _eps(s, tau1, tau2)
-                                        if ep != 0.0:
-                                            dKl[q] += -lr * ci * ep
-                                            if binary:
-                                                gal[d if na > 1 else 0] += ci * Fl[q] * ep
                 for q in range(nk):
                     Wl[q] += dKl[q]
                     if binary:
@@ -526,7 +658,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
         next one is seen, exactly as B calls with one sample each)."""
         t_max = ip[_P_TMAX]
         A, used, R, F, V, keys, taps, Wt, fired = _scratch(nmax, tmaxc, kmax)
-        cvec = np.empty(3 * out_times.shape[1] + 6 * t_max + 3, np.float64)
+        cvec = np.empty(6 * out_times.shape[1] + 6 * t_max + 3, np.float64)
         dK = np.empty(W.shape[0] + alpha.shape[0] + 1024, np.float64)
         for b in range(x.shape[0]):
             times = out_times[b]
