@@ -38,7 +38,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from machine import copy_gbps, peak_gflops  # noqa: E402
+from machine import copy_gbps, peak_gflops, write_report  # noqa: E402
 from snnlearn.backend import HAVE_NUMBA  # noqa: E402
 from snnlearn.data import load_dataset  # noqa: E402
 from snnlearn.rules.bs4nn import BS4NN  # noqa: E402
@@ -183,11 +183,7 @@ def main() -> None:
         "its update and its α term (16 bytes read + written, 1 sign byte written) and the back-propagated "
         "error.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

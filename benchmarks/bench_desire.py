@@ -45,7 +45,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from machine import copy_gbps, peak_gflops  # noqa: E402
+from machine import copy_gbps, peak_gflops, write_report  # noqa: E402
 from snnlearn.data import load_dataset  # noqa: E402
 from snnlearn.metrics import MetricAccumulator  # noqa: E402
 from snnlearn.rules.desire import HAVE_NUMBA, DesireBP  # noqa: E402
@@ -267,11 +267,7 @@ def main(argv=None) -> int:
         f"images (less than one epoch): {100 * acc_after:.1f} %.",
         "",
     ]
-    text = "\n".join(lines)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
+    write_report(lines, args.out)
     return 0
 
 

@@ -37,7 +37,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from machine import copy_gbps, peak_gflops  # noqa: E402
+from machine import copy_gbps, peak_gflops, write_report  # noqa: E402
 from snnlearn.data import load_dataset  # noqa: E402
 from snnlearn.rules.s4nn import HAVE_NUMBA, S4NN  # noqa: E402
 
@@ -237,11 +237,7 @@ def main() -> None:
         "hardware the implementation is.",
     ]
     lines += notes
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ per sample no implementation on this machine can beat, and reports measured / bo
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -48,3 +49,13 @@ def describe() -> str:
 
 if __name__ == "__main__":
     print(describe())
+
+
+def write_report(lines: list[str], path: str | Path) -> str:
+    """Print a benchmark's Markdown report and write it to ``path`` (folders created); returns the text."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text
