@@ -42,6 +42,7 @@ class ReferenceBS4NN:
         self.lamda = [float(lam)] * self.L
         self.gamma = float(p["gamma"])
         self.zero = float(p["sign_zero"])
+        self.silent_target = p.get("silent_target", "none")  # not in the notebook: "label" = S4NN Eq. 18
 
     # ---------------------------------------------------------------- data preparation (cell 2)
     def encode(self, pixels):
@@ -99,7 +100,10 @@ class ReferenceBS4NN:
         t_max, gamma = self.t_max, self.gamma
         minFiring = min(t_out)
         if minFiring == t_max:
-            return [float(minFiring)] * len(t_out)  # label included: no learning
+            T = [float(minFiring)] * len(t_out)  # label included: no learning
+            if self.silent_target == "label":  # S4NN Eq. 18 instead
+                T[label] = float(t_max - gamma)
+            return T
         T = [float(t) for t in t_out]
         for j, t in enumerate(t_out):
             if (t - minFiring) < gamma:

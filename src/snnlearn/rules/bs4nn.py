@@ -5,8 +5,9 @@ BS4NN is S4NN (:mod:`snnlearn.rules.s4nn`, whose numbered steps are used below) 
 sees only the signs of the weights. The real-valued weights ``W`` stay the learned quantity
 (straight-through); each layer has a scaling factor ``α`` that is learned too. The BS4NN paper's
 method section is not available to us (only its abstract). The ``reference`` variant follows the
-notebook line by line; ``tuned`` changes the learning rate and the readout (``TUNED``, chosen on
-a validation split, ``docs/rules/bs4nn.md``). The steps of ``reference``:
+notebook line by line; ``tuned`` changes the learning rates, the output threshold and the readout
+(``TUNED``, chosen on a validation split, ``docs/rules/bs4nn.md``): hyperparameters only, the
+training algorithm is the same. The steps of ``reference``:
 
 1. Input (notebook cell 2): ``t = ⌊255 − I⌋`` on the grid ``0..t_max = 256``, i.e. S4NN Eq. 1 with
    ``t_end = 255``: black pixels spike at 255 < t_max. They can never make a neuron fire before
@@ -18,6 +19,8 @@ a validation split, ``docs/rules/bs4nn.md``). The steps of ``reference``:
    STiDi-BP Eq. 22's ``α·Σ sign(w)·ε`` crossing θ.
 3. Targets (``target_function``): S4NN Eq. 17 with ``γ = 1`` and ``min(τ + γ, t_max)``; if every
    output is silent, every target (the label's included) is ``t_max``: zero error, no learning.
+   An all-silent sample therefore stays silent; ``silent_target: label`` (not the notebook's) uses
+   S4NN Eq. 18 there instead, the label's target ``t_max − γ``.
 4. Errors: ``e = (T − t)/t_max``, L2-normalised per layer (S4NN step 7, ``"l2"``).
 5. Per layer from the top (``backward_FC``), with ``m_ik = [t_i < t_k]`` (silent neurons not
    gated): ``W ← W − η·e_k·m_ik`` on the real weights (S4NN Eq. 13, λ = 0), then
@@ -29,7 +32,8 @@ a validation split, ``docs/rules/bs4nn.md``). The steps of ``reference``:
    strict decision (``scores``) depends on ``readout``: ``first_spike`` (default of
    ``reference``; a tie is no decision) or ``potential_tiebreak`` (a tie at the first output
    spike goes to the tied output with the largest potential at the decision step; see
-   :meth:`BS4NN._readout`). ``stats["tie/first_spike"]`` reports the first-spike ties either way.
+   :meth:`BS4NN._readout`). ``stats["tie/first_spike"]`` reports the first-spike ties either way,
+   and the other readout's strict accuracy is reported too (``Decision.extra_scores``).
 7. Sampling (notebook cell 4): every epoch visits 60,000 indices drawn with replacement.
    ``batch_mode: resample`` does this inside one ``learn`` call: with the whole training split as
    one batch (the recipes set ``batch_size: 60000``), the rule draws as many indices with
@@ -56,10 +60,16 @@ from .single_spike import binary_sign, first_spike_decision, per_layer
 #: decision step wins)
 READOUTS = ("first_spike", "potential_tiebreak")
 
-#: the ``tuned`` variant: the notebook's algorithm with these changes, chosen on the validation
-#: split after one MNIST epoch (docs/rules/bs4nn.md, "Readout and the `tuned` variant")
+#: all outputs silent: ``none`` (the notebook: every target t_max, no learning) or ``label`` (S4NN
+#: Eq. 18: the label's target is t_max − γ, so the label output is pushed to fire)
+SILENT_TARGETS = ("none", "label")
+
+#: the ``tuned`` variant: the notebook's algorithm with these settings, chosen on the validation
+#: split after one MNIST epoch (docs/rules/bs4nn.md, "Readout and the `tuned` variant"); the
+#: ``bs4nn-mnist`` recipe sets the same values on the ``reference`` variant
 TUNED = {
-    "lr": 0.3,  # notebook 0.1; 0.5 already collapses into ties
+    "lr": [0.5, 0.1],  # notebook [0.1, 0.1]; a faster hidden layer, a slow output layer (0.3+ collapses)
+    "threshold": [100.0, 200.0],  # notebook [100, 100]: the output crosses at 40 binary synapses, not 20
     "readout": "potential_tiebreak",  # notebook: first spike, ties undecided
 }
 
@@ -79,8 +89,10 @@ class BS4NN(S4NN):
         variant: ``"reference"`` (the authors' MNIST notebook) or ``"tuned"`` (``TUNED``).
         **hparams: S4NN's (with the notebook's values as defaults) plus ``alpha_init`` (α₀, scalar
             or one per layer), ``alpha_lr`` (μ, scalar or one per layer) and ``sign_zero`` (the
-            value of sign(0); 0 as ``np.sign``) and ``readout`` (``"first_spike"`` or
-            ``"potential_tiebreak"``, a decision rule at test time only).
+            value of sign(0); 0 as ``np.sign``), ``readout`` (``"first_spike"`` or
+            ``"potential_tiebreak"``, a decision rule at test time only) and ``silent_target``
+            (``"none"``, the notebook: no learning from an all-silent sample; ``"label"``: S4NN
+            Eq. 18, the label's target ``t_max − γ``).
     """
 
     name = "bs4nn"
@@ -114,6 +126,7 @@ class BS4NN(S4NN):
                 "alpha_lr": 0.01,  # lrF
                 "sign_zero": 0.0,  # np.sign(0)
                 "readout": "first_spike",  # the notebook decides by the first spike only
+                "silent_target": "none",  # all outputs silent: no learning (target_function)
             }
         )
         if variant == "tuned":
@@ -142,6 +155,9 @@ class BS4NN(S4NN):
             raise self.hparam_error("sign_zero", z, "must be -1, 0 or 1")
         self._sign_zero = float(z)
         self._check_choice("readout", READOUTS)
+        self._check_choice("silent_target", SILENT_TARGETS)
+        # the instance's target rule: "bs4nn" (notebook) or S4NN Eq. 18's silent case
+        self.target_rule = "bs4nn" if self.hparams["silent_target"] == "none" else "s4nn"
 
     # ------------------------------------------------------------------ inference
     def predict(self, x: torch.Tensor) -> Decision:
@@ -162,7 +178,9 @@ class BS4NN(S4NN):
         return self._readout(dec, t_hid, t_out)
 
     def _readout(self, dec: Decision, t_hid: torch.Tensor, t_out: torch.Tensor) -> Decision:
-        """Apply ``readout`` to a first-spike decision.
+        """Apply ``readout`` to a first-spike decision; the other readout's scores go to
+        ``dec.extra_scores`` (reported as ``accuracy/first_spike`` or ``accuracy/potential_tiebreak``),
+        so every evaluation gives the strict accuracy of both.
 
         ``potential_tiebreak``: the outputs that fire at the first output time ``τ`` are ranked by
         their potential at the slot where they crossed, ``V_k(τ − d) = Σ_i sign(w_ik)·[t_i ≤ τ − d]``
@@ -174,8 +192,6 @@ class BS4NN(S4NN):
         tau = t_out.min(1).values
         first = (t_out == tau.unsqueeze(1)) & (tau < self.t_max).unsqueeze(1)
         dec.stats["tie/first_spike"] = (first.sum(1) > 1).to(torch.float32)
-        if self.hparams["readout"] == "first_spike":
-            return dec
         S = binary_sign(self.W[-1], self._sign_zero).to(torch.float64)
         slot = (tau - self.delay).unsqueeze(1)
         V = (t_hid.to(torch.int64) <= slot).to(torch.float64) @ S  # (B, C), integers
@@ -183,7 +199,12 @@ class BS4NN(S4NN):
         scores = torch.where(first, -t_out.to(torch.float64) + frac, -t_out.to(torch.float64))
         # float32 resolves the steps 0.5/(1 + max|V|) >= 0.5/(1 + N_hidden) next to t <= t_max
         # (spacing 3e-5 at 256) for the hidden layers used here (600, 1,000)
-        dec.scores = scores.to(torch.float32)
+        tiebreak = scores.to(torch.float32)
+        if self.hparams["readout"] == "first_spike":
+            dec.extra_scores["potential_tiebreak"] = tiebreak
+        else:
+            dec.extra_scores["first_spike"] = dec.scores
+            dec.scores = tiebreak
         return dec
 
     def describe(self) -> str:
