@@ -183,8 +183,8 @@ def main() -> None:
 
     train = load_dataset("mnist", "train")
     test = load_dataset("mnist", "test")
-    recipe = rule_hparams(load_recipe("bs4nn-mnist"))
-    tuned = {k: v for k, v in recipe.items() if k in BS4NN.default_hparams("reference")}
+    recipe = load_recipe("bs4nn-mnist")
+    tuned = {k: v for k, v in rule_hparams(recipe).items() if k in BS4NN.default_hparams("reference")}
     rows = []
     rates = {}
     configs = (
