@@ -241,8 +241,8 @@ def main() -> None:
         "",
         "Requirement (issue 9): ≥ 3,000 training samples/s, one thread."
         + (" Authors' code: SRKH/BS4NN `BS4NN_mnist.ipynb` (cells 1 and 3 run unmodified, NumPy "
-           f"{__import__('numpy').__version__} in place of CuPy; the encoding and the driver loop are not timed "
-           "apart from the per-sample calls)." if args.authors else " Authors' code not in this run (`--authors`)."),
+           f"{__import__('numpy').__version__} in place of CuPy, driven per sample as "
+           "its training and test loops; its input encoding is not timed)." if args.authors else " Authors' code not in this run (`--authors`)."),
         "",
         "| rule | mode | samples timed | samples/s | test strict acc. after the timed training |",
         "| --- | --- | ---: | ---: | ---: |",
