@@ -477,3 +477,18 @@ def test_analyses_write_figures_and_tables(mnist_run, tmp_path):
     assert len(rows) == 3 and rows[0].startswith("threshold,accuracy")
     with pytest.raises(ValueError):
         ANALYSES["s4nn-weights"](None, tmp_path, {})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_invert_encodes_the_negative_image(backend):
+    """``input_invert``: Eq. 1 applied to 255 − I (dark pixels first), in the rule and in its module."""
+    x = torch.tensor([[[[0, 255], [128, 64]]]], dtype=torch.uint8)
+    plain = S4NN("2x2-3-2", (1, 2, 2), 2, variant="reference", backend=backend, seed=1)
+    inv = S4NN("2x2-3-2", (1, 2, 2), 2, variant="reference", backend=backend, seed=1, input_invert=True)
+    assert plain.encode(x).tolist() == [[256, 0, 127, 191]]  # ⌊(255 − I)·256/255⌋
+    assert inv.encode(x).tolist() == [[0, 256, 128, 64]]  # ⌊I·256/255⌋
+    assert torch.equal(inv.encode(x), plain.encode(255 - x))
+    imgs = torch.randint(0, 256, (5, 1, 2, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(inv.to_module().encode(imgs), inv.encode(imgs))
+    with pytest.raises(ValueError, match="input_invert"):
+        S4NN("2x2-3-2", (1, 2, 2), 2, variant="reference", backend=backend, input_invert=1)
