@@ -87,3 +87,4 @@ def test_firing_activity_rejects_bad_input(tmp_path):
     with pytest.raises(UserError, match="rate_bins"):
         _rate_edges({"rate_bins": [0.1, 0.5]})
     assert _rate_edges({"rate-bins": [0.5, 1]}) == [0.5, 1.0]
+    assert _rate_edges({}, 5) == [0.2, 0.4, 0.6, 0.8, 1.0] and _rate_edges({}, 100)[:2] == [0.1, 0.2]

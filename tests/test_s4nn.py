@@ -409,6 +409,7 @@ RECIPES = {
     "s4nn-mnist": ((1, 28, 28), 10, [784, 400, 10], "97.4"),
     "s4nn-caltech": ((1, 160, 250), 2, [40000, 4, 2], "99.2"),
     "s4nn-caltech-deep": ((1, 160, 250), 2, [40000, 4, 4, 2], "99.1"),
+    "s4nn-caltech-inverted": ((1, 160, 250), 2, [40000, 4, 2], "99.2"),
     "s4nn-fmnist": ((1, 28, 28), 10, [784, 1000, 10], "88.0"),
 }
 
@@ -424,6 +425,7 @@ def test_recipes_build(name):
     rule = S4NN(cfg["arch"], shape, n_classes, variant=cfg["variant"], **rule_hparams(cfg))
     assert rule.sizes == sizes
     assert rule.threshold[-1] == 100.0 and rule.t_max == 256 and rule.gamma == 3
+    assert rule.hparams["input_invert"] is name.endswith("-inverted")
 
 
 @pytest.fixture(scope="module")

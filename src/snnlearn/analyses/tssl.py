@@ -11,8 +11,8 @@
 
   Options: ``limit`` (samples, default 100 as in the paper), ``split`` (``test`` | ``val`` |
   ``train``), ``which`` (``best`` | ``last``), ``rate_bins`` (upper edges of the rate bins after
-  the silent bin, as fractions, default 0.1, 0.2, …, 1.0: bins are silent, (0, 0.1], (0.1, 0.2],
-  …), ``batch_size``, ``device``, ``data_dir``.
+  the silent bin, as fractions: bins are silent, (0, e1], (e1, e2], …; default 0.1, 0.2, …, 1.0,
+  or 1/T, 2/T, …, 1 when T ≤ 10), ``batch_size``, ``device``, ``data_dir``.
 
   Writes ``tssl_spike_counts.csv`` and ``tssl_firing_rates.csv`` (one row per layer, percentages),
   the same two tables as Markdown in ``tssl_firing_activity.md``, and, when matplotlib is
@@ -29,12 +29,12 @@ import torch
 from .common import option, write_csv
 
 
-def _rate_edges(options: dict[str, Any]) -> list[float]:
+def _rate_edges(options: dict[str, Any], T: int = 100) -> list[float]:
     from ..errors import UserError
 
     edges = option(options, "rate_bins", None)
-    if edges is None:
-        return [k / 10 for k in range(1, 11)]
+    if edges is None:  # tenths; with T ≤ 10 steps only multiples of 1/T occur, so one bin each
+        return [k / T for k in range(1, T + 1)] if T <= 10 else [k / 10 for k in range(1, 11)]
     if isinstance(edges, (int, float)):
         edges = [edges]
     try:
@@ -87,7 +87,6 @@ def firing_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any]
     config, rule = load_run(run_dir, which=str(option(options, "which", "best")), device=str(option(options, "device", "auto")))
     if config.get("rule") != "tssl":
         raise ValueError(f"tssl-firing-activity: {run_dir} is a {config.get('rule')!r} run, not a tssl run")
-    edges = _rate_edges(options)
     limit = int(option(options, "limit", 100))
     split = str(option(options, "split", "test"))
     train, val, test = prepare_data(config, option(options, "data_dir", None), limit_test=limit)
@@ -96,6 +95,7 @@ def firing_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any]
         raise ValueError(f"split {split!r} is not available for this run (choose test, val or train)")
     n = min(limit, len(ds))
     T = int(rule.T)
+    edges = _rate_edges(options, T)
     bs = int(option(options, "batch_size", 50))
 
     layers = [layer for layer in rule.layers if layer.spiking]
