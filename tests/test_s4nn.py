@@ -409,6 +409,7 @@ RECIPES = {
     "s4nn-mnist": ((1, 28, 28), 10, [784, 400, 10], "97.4"),
     "s4nn-caltech": ((1, 160, 250), 2, [40000, 4, 2], "99.2"),
     "s4nn-caltech-deep": ((1, 160, 250), 2, [40000, 4, 4, 2], "99.1"),
+    "s4nn-caltech-inverted": ((1, 160, 250), 2, [40000, 4, 2], "99.2"),
     "s4nn-fmnist": ((1, 28, 28), 10, [784, 1000, 10], "88.0"),
 }
 
@@ -424,6 +425,7 @@ def test_recipes_build(name):
     rule = S4NN(cfg["arch"], shape, n_classes, variant=cfg["variant"], **rule_hparams(cfg))
     assert rule.sizes == sizes
     assert rule.threshold[-1] == 100.0 and rule.t_max == 256 and rule.gamma == 3
+    assert rule.hparams["input_invert"] is name.endswith("-inverted")
 
 
 @pytest.fixture(scope="module")
@@ -477,3 +479,18 @@ def test_analyses_write_figures_and_tables(mnist_run, tmp_path):
     assert len(rows) == 3 and rows[0].startswith("threshold,accuracy")
     with pytest.raises(ValueError):
         ANALYSES["s4nn-weights"](None, tmp_path, {})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_invert_encodes_the_negative_image(backend):
+    """``input_invert``: Eq. 1 applied to 255 − I (dark pixels first), in the rule and in its module."""
+    x = torch.tensor([[[[0, 255], [128, 64]]]], dtype=torch.uint8)
+    plain = S4NN("2x2-3-2", (1, 2, 2), 2, variant="reference", backend=backend, seed=1)
+    inv = S4NN("2x2-3-2", (1, 2, 2), 2, variant="reference", backend=backend, seed=1, input_invert=True)
+    assert plain.encode(x).tolist() == [[256, 0, 127, 191]]  # ⌊(255 − I)·256/255⌋
+    assert inv.encode(x).tolist() == [[0, 256, 128, 64]]  # ⌊I·256/255⌋
+    assert torch.equal(inv.encode(x), plain.encode(255 - x))
+    imgs = torch.randint(0, 256, (5, 1, 2, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(inv.to_module().encode(imgs), inv.encode(imgs))
+    with pytest.raises(ValueError, match="input_invert"):
+        S4NN("2x2-3-2", (1, 2, 2), 2, variant="reference", backend=backend, input_invert=1)

@@ -340,6 +340,7 @@ def _single_spike_graph(rule) -> tuple[_Builder, dict[str, Any], tuple]:
             "snnlearn.fallback": f"authors' all-silent read-out: argmax of the output potential at slot "
                                  f"t_max − {h['fallback_slot_offset']}",
             "snnlearn.input_encoding": f"time to first spike: one spike per pixel at ⌊(255 − I)·t_end/255⌋ "
+                                       f"{'of the inverted image I = 255 − pixel ' if h.get('input_invert') else ''}"
                                        f"({h['input_rounding']}), t_end = {h['input_t_end'] or rule.t_max}; "
                                        f"spikes at t ≥ t_max are not simulated",
             "snnlearn.layer_delay": rule.delay,

@@ -93,14 +93,15 @@ class SingleSpikeNet(nn.Module):
         strict: fire at ``V > θ`` (code) instead of ``V ≥ θ`` (paper Eq. 4).
         alpha: per-layer scaling factors (BS4NN); with ``binary`` the forward sums ``sign(W)``
             (``sign(0) = sign_zero``) and tests against ``θ/α``.
-        input_t_end, input_rounding: the input code of Eq. 1 for raw uint8 images.
+        input_t_end, input_rounding, input_invert: the input code of Eq. 1 for raw uint8 images
+            (``input_invert``: encode 255 − I).
         fallback_slot: the authors' all-silent read-out slot (``t_max − 3``), kept as metadata.
     """
 
     def __init__(self, weights: list[Tensor], threshold: list[float], t_max: int, delay: int = 0,
                  strict: bool = False, binary: bool = False, alpha: list[float] | None = None,
                  sign_zero: float = 0.0, input_t_end: int | None = None, input_rounding: str = "floor",
-                 fallback_slot: int | None = None) -> None:
+                 fallback_slot: int | None = None, input_invert: bool = False) -> None:
         super().__init__()
         if len(threshold) != len(weights):
             raise ValueError(f"SingleSpikeNet: {len(weights)} layers but {len(threshold)} thresholds")
@@ -110,7 +111,7 @@ class SingleSpikeNet(nn.Module):
         self.binary, self.sign_zero = bool(binary), float(sign_zero)
         self.register_buffer("alpha", torch.tensor(alpha if alpha is not None else [1.0] * len(weights),
                                                    dtype=torch.float64))
-        self.input_t_end, self.input_rounding = input_t_end, input_rounding
+        self.input_t_end, self.input_rounding, self.input_invert = input_t_end, input_rounding, bool(input_invert)
         self.fallback_slot = fallback_slot
 
     @property
@@ -121,6 +122,8 @@ class SingleSpikeNet(nn.Module):
         """Raw uint8 images → first-spike times (Eq. 1); int64 times pass through (flattened)."""
         dev = self.layers[0].weight.device
         if x.dtype == torch.uint8:
+            if self.input_invert:
+                x = 255 - x
             x = encode_first_spike(x, self.t_max, t_end=self.input_t_end, rounding=self.input_rounding)
         if x.is_floating_point():
             raise ValueError(f"SingleSpikeNet: input must be uint8 images or int64 spike times, got {x.dtype}")

@@ -17,8 +17,11 @@ Forward, both variants (Eqs. 1-4)
 ----------------------------------
 1. Eq. 1: ``t = ⌊(255 − I)·t_max/255⌋`` (``input_rounding="floor"``, the authors' code; ``"round"``
    is the nearest-integer reading of Eq. 1's bracket). Black pixels fire at ``t_max``
-   (``input_t_end`` moves them earlier, as BS4NN does). Raw uint8 images given to ``learn`` or
-   ``predict`` are encoded on the way in (``Rule.as_encoded``).
+   (``input_t_end`` moves them earlier, as BS4NN does). ``input_invert=True`` encodes 255 − I
+   instead (dark pixels first, white ones never effective): not in the paper, but the one input
+   setting with which the authors' own script learns Caltech face/motorbike (docs/results.md,
+   S4NN). Raw uint8 images given to ``learn`` or ``predict`` are encoded on the way in
+   (``Rule.as_encoded``).
 2. Eq. 3: ``V_j(s) = Σ_i w_ij [t_i ≤ s]`` (the sum of Eq. 3 starts at τ = 1 in print; we let a
    spike at 0 count, as the code does). The potential only changes at presynaptic spike times,
    so it is accumulated event by event in time order (inputs sorted by time, ties in index order).
@@ -582,6 +585,7 @@ class S4NN(Rule):
             "weight_decay": 1e-6,  # λ (Table 1)
             "input_rounding": "floor",  # Eq. 1: "floor" (code) or "round"
             "input_t_end": None,  # time of a black pixel; None: t_max (never effective)
+            "input_invert": False,  # True: I → 255 − I before Eq. 1, dark pixels spike first (Caltech)
             "fallback_slot_offset": 3,  # reference_scores: V(t_max − 3) when all outputs are silent
             "dtype": "float64",  # float32 rounds the per-sample decay w·(1 − ηλ), ηλ ≈ 1e-7, to 1-2 ulp
             "backend": "auto",  # "auto" (numba on CPU if installed, else torch), "numba", "torch"
@@ -645,6 +649,8 @@ class S4NN(Rule):
         self._check_choice("weight_decay_mode", ("loss", "post"))
         self._check_choice("dead_neuron_layers", ("all", "hidden", "none"))
         self._check_choice("input_rounding", ("floor", "round"))
+        if not isinstance(h["input_invert"], bool):
+            raise self.hparam_error("input_invert", h["input_invert"], "must be true or false")
         self._check_choice("dtype", tuple(_DTYPES))
         self._check_choice("batch_mode", ("mean", "sequential", "resample"))
         self.t_max = self._int_hparam("t_max", 2, "must be an integer >= 2")
@@ -750,6 +756,8 @@ class S4NN(Rule):
     def encode(self, x: Tensor) -> Tensor:
         """uint8 images (B, *input_shape) → int64 first-spike times (B, N_in), Eq. 1
         (:func:`~snnlearn.rules.single_spike.encode_first_spike`)."""
+        if self.hparams["input_invert"]:
+            x = 255 - x.to(torch.int64)
         t = encode_first_spike(x, self.t_max, t_end=self.hparams["input_t_end"], rounding=self.hparams["input_rounding"])
         return t.to(self.device).contiguous()
 
@@ -1065,4 +1073,5 @@ class S4NN(Rule):
                               strict=h["threshold_test"] == ">", binary=self.binary,
                               alpha=[float(a) for a in self.alpha], sign_zero=self._sign_zero,
                               input_t_end=h["input_t_end"], input_rounding=h["input_rounding"],
+                              input_invert=bool(h["input_invert"]),
                               fallback_slot=self.t_max - int(h["fallback_slot_offset"])).to(self.device)
