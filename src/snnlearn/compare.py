@@ -87,6 +87,7 @@ class Job:
     config: dict[str, Any]
     fingerprint: str
     budget_minutes: float | None
+    eval_minutes: float | None = None
 
 
 def run_dir_name(recipe: str, budget_minutes: float | None) -> str:
@@ -94,24 +95,44 @@ def run_dir_name(recipe: str, budget_minutes: float | None) -> str:
 
 
 def fingerprint(config: dict[str, Any], limit_train: int | None, limit_test: int | None,
-                budget_minutes: float | None) -> str:
+                budget_minutes: float | None, eval_minutes: float | None = None) -> str:
     """What makes two comparison runs the same: the recipe as trained (seed included), the data
-    limits and the budget."""
+    limits, the budget and the evaluation-time target (the evaluation size it picks is measured
+    per run, so the target, not the size, is what was asked)."""
     from .train import _settings
 
     key = {"config": _settings(config), "limit_train": limit_train, "limit_test": limit_test,
            "budget_minutes": budget_minutes}
+    if eval_minutes is not None:  # absent from older fingerprints: they stay valid
+        key["eval_minutes"] = eval_minutes
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def default_eval_minutes(budget_minutes: float | None, limit_test: int | None) -> float | None:
+    """The evaluation-time target of a run: in the equal-budget mode without ``--limit-test``, a
+    fifth of the budget per evaluation (validation and test subsets together); otherwise none
+    (the full splits, or the fixed ``--limit-test`` subset, for every rule)."""
+    if budget_minutes is None or limit_test is not None:
+        return None
+    return budget_minutes * EVAL_SHARE
 
 
 def plan(benchmark: str, seeds: list[int], out: Path, *, budget_minutes: float | None = None,
          limit_train: int | None = None, limit_test: int | None = None, only: list[str] | None = None,
-         overrides: list[str] | None = None) -> list[Job]:
-    """One job per recipe of the benchmark and seed."""
+         overrides: list[str] | None = None, eval_minutes: float | None = None) -> list[Job]:
+    """One job per recipe of the benchmark and seed. ``eval_minutes`` (default
+    :func:`default_eval_minutes`) sizes each run's evaluation subset (:func:`choose_eval_limit`)."""
     from .train import load_recipe, parse_overrides
 
     if budget_minutes is not None and not (budget_minutes > 0 and math.isfinite(budget_minutes)):
         raise UserError(f"--budget-minutes must be a positive number, got {budget_minutes}")
+    if eval_minutes is not None:
+        if not (eval_minutes > 0 and math.isfinite(eval_minutes)):
+            raise UserError(f"--eval-minutes must be a positive number, got {eval_minutes}")
+        if limit_test is not None:
+            raise UserError("give --eval-minutes (an evaluation size per rule) or --limit-test (one size for all), not both")
+    else:
+        eval_minutes = default_eval_minutes(budget_minutes, limit_test)
     recipes = benchmark_recipes(benchmark)
     if only:
         unknown = sorted(set(only) - set(recipes))
@@ -124,8 +145,65 @@ def plan(benchmark: str, seeds: list[int], out: Path, *, budget_minutes: float |
         for seed in seeds:
             cfg = load_recipe(recipe, {**extra, "seed": int(seed)})
             jobs.append(Job(recipe, int(seed), out / run_dir_name(recipe, budget_minutes) / f"seed{seed}", cfg,
-                            fingerprint(cfg, limit_train, limit_test, budget_minutes), budget_minutes))
+                            fingerprint(cfg, limit_train, limit_test, budget_minutes, eval_minutes), budget_minutes,
+                            eval_minutes))
     return jobs
+
+
+# ------------------------------------------------------------------------- evaluation subset
+#: share of the budget that one evaluation (validation + test subsets) may take, by default
+EVAL_SHARE = 0.2
+#: fewest images per evaluated split (5 per Fashion-MNIST class on average), whatever the speed: a
+#: slower rule's evaluation takes longer than the target (the conversion baseline at T = 200)
+MIN_EVAL_IMAGES = 50
+
+
+def eval_images_for(seconds: float, speed: float, n_val: int, n_test: int) -> int:
+    """The ``--limit-test`` value N whose evaluation, ``min(N, n_val)`` validation and ``N`` test
+    images at ``speed`` images/s, takes about ``seconds``; a multiple of 10, at least
+    :data:`MIN_EVAL_IMAGES` (so a very slow rule may take longer) and at most ``n_test``."""
+    if not (speed > 0 and seconds > 0):
+        raise ValueError(f"eval_images_for needs a positive speed and time, got {speed} images/s and {seconds} s")
+    images = seconds * speed  # validation + test images that fit
+    n = images / 2 if images / 2 <= n_val else images - n_val
+    n = int(n) // 10 * 10
+    return max(min(MIN_EVAL_IMAGES, n_test), min(n, n_test))
+
+
+def eval_speed(rule, inputs, min_seconds: float = 1.0, max_images: int = 1000) -> float:
+    """Images/s of ``rule.predict`` on the first images of ``inputs`` (raw dataset samples),
+    measured on batches of 1, 4, 16, ... until one takes ``min_seconds`` or reaches ``max_images``
+    (after one untimed image: numba compilation and lazy buffers are not evaluation cost)."""
+    import torch
+
+    from .train import _encode
+
+    with torch.no_grad():
+        rule.predict(_encode(rule, inputs[:1]))
+        n = 1
+        while True:
+            x = _encode(rule, inputs[:n])
+            t0 = time.perf_counter()
+            rule.predict(x)
+            dt = time.perf_counter() - t0
+            if dt >= min_seconds or n >= min(max_images, len(inputs)):
+                return n / max(dt, 1e-9)
+            n = min(4 * n, max_images, len(inputs))
+
+
+def choose_eval_limit(job: Job, *, device: str = "auto", data_dir: str | None = None,
+                      limit_train: int | None = None) -> tuple[int, float]:
+    """``(N, images/s)``: the evaluation subset size of ``job`` (:func:`eval_images_for` with
+    ``job.eval_minutes``), from the speed of its freshly built (untrained) rule on the test set.
+    The subset is the Trainer's ``--limit-test`` subset: a fixed random (seed 0) subset of each
+    split, the same for every rule and seed, and nested (a smaller N takes a prefix of the same
+    permutation), so every row is evaluated on a subset of the largest row's images."""
+    from .train import build_rule, prepare_data, resolve_device
+
+    train, val, test = prepare_data(job.config, data_dir, limit_train, None)
+    rule = build_rule(job.config, tuple(train.inputs.shape[1:]), len(train.classes), resolve_device(device))
+    speed = eval_speed(rule, test.inputs)
+    return eval_images_for(60.0 * job.eval_minutes, speed, len(val) if val is not None else 0, len(test)), speed
 
 
 # ------------------------------------------------------------------------------------ budget
@@ -135,12 +213,15 @@ class BudgetReached(Exception):
 
 class _Budget:
     """Wraps a rule's ``start_epoch``/``learn``/``end_epoch`` on the instance (no global state) so
-    the run stops once ``seconds`` of training time (inside epochs) are spent."""
+    the run stops once ``seconds`` of training time (inside epochs) are spent. Counts the epochs
+    begun and the samples actually learned (``samples``): the rest of a cut epoch is skipped, so
+    the Trainer's per-epoch sample count would overstate it."""
 
     def __init__(self, seconds: float, spent: float = 0.0) -> None:
         self.seconds, self.spent = float(seconds), float(spent)
         self.exhausted = self.spent >= self.seconds
         self.t0 = time.perf_counter()
+        self.samples = 0
 
     def wrap(self, rule):
         start_epoch, learn, end_epoch = rule.start_epoch, rule.learn, rule.end_epoch
@@ -155,6 +236,7 @@ class _Budget:
             if self.exhausted:  # the rest of a cut epoch: skipped
                 return {}
             stats = learn(x, y)
+            self.samples += int(y.shape[0]) if hasattr(y, "shape") and len(y.shape) else 1
             if self.spent + time.perf_counter() - self.t0 >= self.seconds:
                 self.exhausted = True
             return stats
@@ -167,18 +249,35 @@ class _Budget:
         return rule
 
 
-def _trained_seconds(run_dir: Path) -> float:
+class _Counter(_Budget):
+    """Counts the samples learned without a budget (full-schedule runs)."""
+
+    def __init__(self) -> None:
+        super().__init__(math.inf)
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
-        return 0.0
-    return sum(float(json.loads(line).get("train_seconds", 0.0)) for line in path.read_text().splitlines() if line.strip())
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _trained_seconds(run_dir: Path) -> float:
+    return sum(float(h.get("train_seconds", 0.0)) for h in _history(run_dir))
 
 
 def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limit_train: int | None = None,
             limit_test: int | None = None, threads: int | None = None, log: Callable[[str], None] = print) -> str:
-    """Run (or reuse, or resume) one job; returns ``"reused"``, ``"trained"`` or ``"resumed"``."""
+    """Run (or reuse, or resume) one job; returns ``"reused"``, ``"trained"`` or ``"resumed"``.
+
+    With ``job.eval_minutes`` the evaluation subset size is measured first
+    (:func:`choose_eval_limit`; a resumed run keeps the size it started with) and used as the
+    Trainer's ``limit_test``. ``compare.json`` records what the run did: why it stopped, the samples
+    actually learned, the evaluation size and the wall time of the whole job."""
     from .train import RUN_FILE, Trainer, _jsonable, _run_contents, _settings, read_json_mapping, write_json_atomic
 
+    t_job = time.perf_counter()
     d = job.run_dir
     marker = d / COMPARE_FILE
     resume = False
@@ -188,22 +287,31 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
             raise UserError(f"{d} holds a comparison run of another configuration (fingerprint "
                             f"{info.get('fingerprint')} != {job.fingerprint}); choose another --out")
         return "reused"
+    eval_speed_probe = None
     if _run_contents(d):
         # an interrupted run (or one trained by `snnlearn train`): resumed if it is this recipe and
         # seed; the Trainer checks the data limits against run.json
         run = d / RUN_FILE
-        if not run.is_file() or _settings(read_json_mapping(run).get("config", {})) != _settings(_jsonable(job.config)):
+        saved = read_json_mapping(run) if run.is_file() else {}
+        if not saved or _settings(saved.get("config", {})) != _settings(_jsonable(job.config)):
             raise UserError(f"{d} exists and holds something else than run {job.recipe} seed {job.seed}; choose another --out")
         resume = True
+        if job.eval_minutes is not None:  # keep the evaluation size the run started with
+            limit_test = (saved.get("data") or {}).get("limit_test")
+    elif job.eval_minutes is not None:
+        limit_test, eval_speed_probe = choose_eval_limit(job, device=device, data_dir=data_dir, limit_train=limit_train)
+        log(f"compare: {job.recipe}: predict runs at {eval_speed_probe:.3g} images/s untrained; evaluating on "
+            f"{limit_test} validation and test images (about {job.eval_minutes:g} min per evaluation)")
+    prior_epochs = len(_history(d)) if resume else 0
     state = {"fingerprint": job.fingerprint, "recipe": job.recipe, "seed": job.seed,
-             "budget_minutes": job.budget_minutes, "limit_train": limit_train, "limit_test": limit_test}
+             "budget_minutes": job.budget_minutes, "eval_minutes": job.eval_minutes, "limit_train": limit_train,
+             "limit_test": limit_test, "eval_speed_probe": eval_speed_probe}
+    counter = _Counter() if job.budget_minutes is None else \
+        _Budget(60.0 * job.budget_minutes, _trained_seconds(d) if resume else 0.0)
 
     class _Trainer(Trainer):
         def make_rule(self, input_shape, n_classes, hparams):
-            rule = super().make_rule(input_shape, n_classes, hparams)
-            if job.budget_minutes is not None:
-                _Budget(60.0 * job.budget_minutes, _trained_seconds(d) if resume else 0.0).wrap(rule)
-            return rule
+            return counter.wrap(super().make_rule(input_shape, n_classes, hparams))
 
     trainer = _Trainer(job.config, d, device=device, data_dir=data_dir, limit_train=limit_train,
                        limit_test=limit_test, progress=False, log=log, threads=threads)
@@ -212,13 +320,21 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
         trainer.run(resume=resume)
     except BudgetReached:
         stopped = "budget"
+    summary = read_json_mapping(d / "summary.json")
+    # epochs before a resume were whole (only the last epoch of a run can be cut by the budget)
+    samples = prior_epochs * int(summary["n_train"]) + counter.samples
     # written last: its presence means "finished, reuse me"
-    write_json_atomic(marker, {**state, "status": "done", "stopped": stopped})
+    write_json_atomic(marker, {**state, "status": "done", "stopped": stopped, "samples_trained": samples,
+                               "job_wall_seconds": time.perf_counter() - t_job, "resumed": resume})
     return "resumed" if resume else "trained"
 
 
 def _run_job_quiet(args: tuple) -> tuple[str, str]:
     job, kw = args
+    if kw.get("threads"):  # before the evaluation-speed probe, which runs ahead of the Trainer
+        from .runtime import configure_threads
+
+        configure_threads(kw["threads"])
     return str(job.run_dir), run_job(job, log=lambda s: None, **kw)
 
 
