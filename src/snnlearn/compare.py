@@ -222,6 +222,9 @@ class _Budget:
         self.exhausted = self.spent >= self.seconds
         self.t0 = time.perf_counter()
         self.samples = 0
+        # CPU time of this process while training: on a shared machine the wall-clock budget buys
+        # each rule a different amount of computation, and the table says how much
+        self.cpu_seconds, self.c0 = 0.0, time.process_time()
 
     def wrap(self, rule):
         start_epoch, learn, end_epoch = rule.start_epoch, rule.learn, rule.end_epoch
@@ -229,7 +232,7 @@ class _Budget:
         def budget_start_epoch(epoch: int, n_epochs: int | None = None) -> None:
             if self.exhausted:
                 raise BudgetReached
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
             start_epoch(epoch, n_epochs)
 
         def budget_learn(x, y):
@@ -243,6 +246,7 @@ class _Budget:
 
         def budget_end_epoch(epoch: int):
             self.spent += time.perf_counter() - self.t0
+            self.cpu_seconds += time.process_time() - self.c0
             return end_epoch(epoch)
 
         rule.start_epoch, rule.learn, rule.end_epoch = budget_start_epoch, budget_learn, budget_end_epoch
@@ -254,6 +258,18 @@ class _Counter(_Budget):
 
     def __init__(self) -> None:
         super().__init__(math.inf)
+
+
+def _sibling_eval_limit(job: Job) -> int | None:
+    """The evaluation size an already finished seed of the same recipe and evaluation target chose
+    (``OUT/<recipe>/seed*/compare.json``): every seed of a row is evaluated on the same subset."""
+    from .train import read_json_mapping
+
+    for marker in sorted(job.run_dir.parent.glob(f"seed*/{COMPARE_FILE}")):
+        info = read_json_mapping(marker)
+        if info.get("eval_minutes") == job.eval_minutes and info.get("limit_test") is not None:
+            return int(info["limit_test"])
+    return None
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -277,7 +293,7 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
     actually learned, the evaluation size and the wall time of the whole job."""
     from .train import RUN_FILE, Trainer, _jsonable, _run_contents, _settings, read_json_mapping, write_json_atomic
 
-    t_job = time.perf_counter()
+    t_job, cpu_job = time.perf_counter(), time.process_time()
     d = job.run_dir
     marker = d / COMPARE_FILE
     resume = False
@@ -298,6 +314,8 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
         resume = True
         if job.eval_minutes is not None:  # keep the evaluation size the run started with
             limit_test = (saved.get("data") or {}).get("limit_test")
+    elif job.eval_minutes is not None and (limit_test := _sibling_eval_limit(job)) is not None:
+        log(f"compare: {job.recipe}: evaluating on {limit_test} validation and test images, like its other seeds")
     elif job.eval_minutes is not None:
         limit_test, eval_speed_probe = choose_eval_limit(job, device=device, data_dir=data_dir, limit_train=limit_train)
         log(f"compare: {job.recipe}: predict runs at {eval_speed_probe:.3g} images/s untrained; evaluating on "
@@ -325,7 +343,9 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
     samples = prior_epochs * int(summary["n_train"]) + counter.samples
     # written last: its presence means "finished, reuse me"
     write_json_atomic(marker, {**state, "status": "done", "stopped": stopped, "samples_trained": samples,
-                               "job_wall_seconds": time.perf_counter() - t_job, "resumed": resume})
+                               "job_wall_seconds": time.perf_counter() - t_job,
+                               "job_cpu_seconds": time.process_time() - cpu_job,
+                               "train_cpu_seconds": counter.cpu_seconds, "resumed": resume})
     return "resumed" if resume else "trained"
 
 
@@ -385,14 +405,14 @@ def run_record(run_dir: Path) -> dict[str, Any]:
 
     s = read_json_mapping(run_dir / "summary.json")
     marker = read_json_mapping(run_dir / COMPARE_FILE) if (run_dir / COMPARE_FILE).is_file() else {}
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-        if (run_dir / "metrics.jsonl").is_file() else []
+    history = _history(run_dir)
     at_best = s.get("test_at_best_val") or {}
     rec: dict[str, Any] = {
         "run_dir": str(run_dir), "recipe": s.get("recipe"), "rule": s.get("rule"), "variant": s.get("variant"),
         "arch": s.get("arch"), "seed": s.get("seed"), "epochs": s.get("epochs"), "epochs_requested": s.get("epochs_requested"),
         "budget_minutes": marker.get("budget_minutes"), "stopped": marker.get("stopped"),
-        "n_train": s.get("n_train"), "n_test": s.get("n_test"), "paper_result": s.get("paper_result"),
+        "n_train": s.get("n_train"), "n_val": s.get("n_val"), "n_test": s.get("n_test"),
+        "paper_result": s.get("paper_result"), "eval_minutes": marker.get("eval_minutes"),
         "accuracy": at_best.get("accuracy", s.get("test_accuracy")),
         "accuracy_reference": at_best.get("accuracy_reference", s.get("test_accuracy_reference")),
         "tie_rate": at_best.get("tie_rate", s.get("tie_rate")),
@@ -402,10 +422,34 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     for k, v in (s.get("test_stats") or {}).items():
         if k.startswith("spikes/") or k in ("synops", "macs") or k.startswith("decision_time"):
             rec[k] = v
+    n = rec["n_test"]
+    if isinstance(rec["accuracy"], (int, float)) and n:
+        # the evaluation subset's own uncertainty (normal approximation of the binomial), which the
+        # seed std does not show: a row evaluated on 50 images is ± 8 points at 80 %
+        p = float(rec["accuracy"])
+        rec["accuracy_ci95"] = 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n)
     secs = [float(h["train_seconds"]) for h in history]
     rec["train_seconds"] = sum(secs) if secs else None
     rec["seconds_per_epoch"] = statistics.mean(secs) if secs else None
-    rec["train_samples_per_second"] = s.get("train_samples_per_second")
+    if "samples_trained" in marker:
+        # the samples the budget let through: a cut epoch skips the rest of its samples, which the
+        # Trainer's per-epoch samples/s (epoch size / epoch time) would count
+        rec["samples_trained"] = int(marker["samples_trained"])
+        rec["train_samples_per_second"] = rec["samples_trained"] / rec["train_seconds"] if rec["train_seconds"] else None
+    else:
+        if s.get("completed") and s.get("n_train") is not None:
+            rec["samples_trained"] = int(s["n_train"]) * len(history)
+        rec["train_samples_per_second"] = s.get("train_samples_per_second")
+    evals = [part["n"] / part["sps"] for h in history for part in
+             ({"n": rec["n_val"], "sps": (h.get("val") or {}).get("samples_per_second")},
+              {"n": rec["n_test"], "sps": (h.get("test") or {}).get("samples_per_second")})
+             if part["n"] and part["sps"]]
+    rec["eval_seconds"] = sum(evals) if evals else None
+    rec["wall_seconds"] = marker.get("job_wall_seconds", s.get("wall_seconds"))
+    if not marker.get("resumed"):  # the CPU time of this process only: unknown across a resume
+        for key in ("train_cpu_seconds", "job_cpu_seconds"):
+            if key in marker:
+                rec[key] = marker[key]
     curve = [(h.get("val") or h["test"])["accuracy"] for h in history]
     if curve:
         goal = 0.9 * curve[-1]
@@ -424,15 +468,23 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     return rec
 
 
-#: (column, key, scale, digits) of the markdown table; scale 100 for percentages
-MD_COLUMNS = [
-    ("strict test % (at best val)", "accuracy", 100, 2), ("reference-compatible %", "accuracy_reference", 100, 2),
-    ("ties %", "tie_rate", 100, 2), ("silent %", "silent_rate", 100, 2), ("spikes/sample", "spikes/total", 1, 0),
-    ("synops/sample", "synops", 1, 0), ("MACs/sample", "macs", 1, 0), ("decision time", "decision_time", 1, 1),
-    ("earliest decision", "decision_time/earliest", 1, 1), ("train s/epoch", "seconds_per_epoch", 1, 1),
-    ("train s total", "train_seconds", 1, 1), ("s to 90 % of final", "seconds_to_90pct", 1, 1),
+#: (column, key, scale, digits) of the markdown tables; scale 100 for percentages
+MD_ACCURACY = [
+    ("strict test % (at best val)", "accuracy", 100, 2), ("± 95 % CI of the eval subset", "accuracy_ci95", 100, 1),
+    ("reference-compatible %", "accuracy_reference", 100, 2), ("ties %", "tie_rate", 100, 2),
+    ("silent %", "silent_rate", 100, 2), ("samples learned", "samples_trained", 1, 0),
+    ("train min", "train_seconds", 1 / 60, 1), ("train CPU min", "train_cpu_seconds", 1 / 60, 1),
+    ("eval min", "eval_seconds", 1 / 60, 1), ("wall min", "wall_seconds", 1 / 60, 1),
+    ("CPU min", "job_cpu_seconds", 1 / 60, 1),
+]
+MD_COSTS = [
+    ("spikes/sample", "spikes/total", 1, 0), ("synops/sample", "synops", 1, 0), ("MACs/sample", "macs", 1, 0),
+    ("decision time", "decision_time", 1, 1), ("earliest decision", "decision_time/earliest", 1, 1),
+    ("train s/epoch", "seconds_per_epoch", 1, 1), ("s to 90 % of final", "seconds_to_90pct", 1, 1),
     ("train samples/s", "train_samples_per_second", 1, 0), ("params", "params", 1, 0), ("bits", "bits", 1, 0),
 ]
+#: both tables' columns (the order of the CSV's leading statistics)
+MD_COLUMNS = MD_ACCURACY + MD_COSTS
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -446,12 +498,14 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(set(seeds)) != len(seeds):
             raise UserError(f"{recipe}: seed(s) counted twice among {[r['run_dir'] for r in rs]}")
         row: dict[str, Any] = {"recipe": recipe, "rule": rs[0]["rule"], "variant": variant, "budget_minutes": budget,
-                               "seeds": sorted(seeds), "n_train": n_train, "n_test": n_test,
+                               "seeds": sorted(seeds), "n_train": n_train, "n_val": rs[0].get("n_val"), "n_test": n_test,
+                               "eval_minutes": rs[0].get("eval_minutes"),
                                "epochs": [r["epochs"] for r in rs], "epochs_requested": rs[0]["epochs_requested"],
                                "stopped": sorted({str(r.get("stopped")) for r in rs}),
                                "paper_result": rs[0]["paper_result"], "arch": rs[0]["arch"]}
         keys = sorted({k for r in rs for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                      - {"seed", "epochs", "epochs_requested", "budget_minutes", "n_train", "n_test"})
+                      - {"seed", "epochs", "epochs_requested", "budget_minutes", "eval_minutes", "n_train", "n_val",
+                         "n_test"})
         for k in keys:
             vals = [float(r[k]) for r in rs if isinstance(r.get(k), (int, float))]
             if len(vals) == len(rs):
@@ -465,6 +519,8 @@ def _fmt(row: dict[str, Any], key: str, scale: float, digits: int) -> str:
     if key not in row:
         return "—"
     m, sd = scale * row[key], scale * row.get(key + "_std", 0.0)
+    if key.endswith("_ci95"):  # an interval, not a statistic with a spread over seeds
+        return f"± {m:.{digits}f}"
     if digits == 0 and abs(m) >= 1e5:
         txt = f"{m:.3g}" + (f" ± {sd:.2g}" if len(row["seeds"]) > 1 else "")
     else:
@@ -482,23 +538,45 @@ def _mode(row: dict[str, Any]) -> str:
     ep = row["epochs"]
     ep_txt = "/".join(str(e) for e in sorted(set(ep)))
     if row["budget_minutes"] is not None:
-        return f"budget {row['budget_minutes']:g} min ({ep_txt} of {row['epochs_requested']} epochs)"
-    return f"paper schedule ({ep_txt} of {row['epochs_requested']} epochs)"
+        cut = " (last one cut)" if "budget" in row["stopped"] else ""
+        return f"budget {row['budget_minutes']:g} min: {ep_txt} of {row['epochs_requested']} epochs{cut}"
+    return f"paper schedule: {ep_txt} of {row['epochs_requested']} epochs"
+
+
+def _eval_images(row: dict[str, Any]) -> str:
+    val = row.get("n_val")
+    return f"{val if val is not None else 0}/{row['n_test']}"
 
 
 def write_markdown(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    head = ["recipe", "rule", "variant", "mode", "seeds", "train/test samples"] + [c[0] for c in MD_COLUMNS] + \
-        ["spikes per layer", "paper"]
+    """Two tables, one row per recipe/mode: what was run with its accuracy, and the costs."""
+    head1 = ["recipe", "rule", "variant", "mode", "seeds", "train images", "eval images val/test"] + \
+        [c[0] for c in MD_ACCURACY] + ["paper"]
+    head2 = ["recipe"] + [c[0] for c in MD_COSTS] + ["spikes per layer"]
+    subsets = sorted({r["n_test"] for r in rows if r.get("eval_minutes") is not None})
     lines = [f"# {title}", "",
              "Strict accuracy: correct only if the label wins alone (ties and silent outputs are wrong), on the "
-             "test set at the epoch of best validation accuracy; mean ± sample std over the seeds. Inference "
-             "statistics are per test sample of the final model (snnlearn.stats); training times exclude evaluation.",
-             "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+             "test images at the epoch of best validation accuracy; mean ± sample std over the seeds, and the "
+             "95 % interval that the number of evaluated test images alone allows. Training times exclude "
+             "evaluation; wall time is the whole run (data, evaluation-size probe, training, every evaluation).", ""]
+    if subsets:
+        lines += [f"Evaluation on subsets: in this budget mode each rule is validated and tested on N images of each "
+                  f"split (N = {', '.join(map(str, subsets))} here), as many as one evaluation of that rule fits in "
+                  f"about {rows[0]['eval_minutes'] * 60:g} s (at least {MIN_EVAL_IMAGES}). The subsets are one fixed "
+                  "random (seed 0) permutation's first N images, the same for every rule and seed, so a smaller "
+                  "subset lies inside every larger one. These are **not** full-test-set numbers.", ""]
+    lines += ["| " + " | ".join(head1) + " |", "|" + " --- |" * len(head1)]
     for r in rows:
-        cells = [r["recipe"], r["rule"], r["variant"], _mode(r), ",".join(map(str, r["seeds"])),
-                 f"{r['n_train']}/{r['n_test']}"]
-        cells += [_fmt(r, key, scale, digits) for _, key, scale, digits in MD_COLUMNS]
-        cells += [_spikes_per_layer(r), str(r.get("paper_result") or "")]
+        cells = [r["recipe"], r["rule"], r["variant"], _mode(r), ",".join(map(str, r["seeds"])), str(r["n_train"]),
+                 _eval_images(r)]
+        cells += [_fmt(r, key, scale, digits) for _, key, scale, digits in MD_ACCURACY]
+        cells += [str(r.get("paper_result") or "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Inference cost per test sample (final model) and training cost:", "",
+              "| " + " | ".join(head2) + " |", "|" + " --- |" * len(head2)]
+    for r in rows:
+        cells = [r["recipe"]] + [_fmt(r, key, scale, digits) for _, key, scale, digits in MD_COSTS]
+        cells += [_spikes_per_layer(r)]
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
