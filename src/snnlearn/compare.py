@@ -27,6 +27,17 @@ its training wall time (the time inside the epochs, evaluation excluded) reaches
 budget is checked after every ``learn`` call; the epoch in progress is cut there, and that partial
 epoch is evaluated and checkpointed like a full one, then the run ends. A rule that learns a whole
 epoch in one call (BS4NN's resampled batch) can only stop at the end of that call.
+
+Evaluation in the equal-budget mode: evaluating a rule on the full splits after every epoch can take
+far longer than its training (the conversion baseline simulates T = 200 steps of a 128-channel CNN:
+about 0.2-0.3 images/s on one shared CPU thread, 14 hours for one pass over 5,000 + 10,000 images).
+So, unless ``--limit-test`` fixes one size for every rule, each run first measures its rule's
+``predict`` speed and evaluates on the subset that one evaluation (validation + test) fits in
+``eval_minutes`` (default: a fifth of the budget, at least :data:`MIN_EVAL_IMAGES` images per split):
+the Trainer's ``limit_test`` subsets, a fixed permutation's first N images, so every rule and seed
+sees a subset of the same images. Each row reports its evaluation size, the samples it actually
+learned, its training, evaluation and whole-run wall time and CPU time, and the 95 % interval the
+evaluation size allows; such a row is not a full-test-set number.
 """
 
 from __future__ import annotations
