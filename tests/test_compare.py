@@ -105,6 +105,48 @@ def test_budget_counts_only_the_samples_learned():
     assert 0 <= c.cpu_seconds <= c.spent + 0.05  # one thread: CPU time within the wall time
 
 
+class _Busy(_Slow):
+    """learn spends ~5 ms of CPU (a busy loop), not a sleep."""
+
+    def learn(self, x, y):
+        self.calls += 1
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.005:
+            pass
+        return {}
+
+
+def test_cpu_clock_budget_counts_computation_not_waiting(tmp_path):
+    # sleeping costs no CPU: a 0.2-s CPU budget is not used up by 100 x 10 ms of sleep
+    r = _Slow("2-2", (2,), 2)
+    r.calls = 0
+    b = C._Budget(0.2, clock="cpu", ledger=tmp_path / C.BUDGET_FILE)
+    b.wrap(r)
+    r.start_epoch(0, 10)
+    for _ in range(100):
+        r.learn(torch.zeros(1, 2), torch.zeros(1))
+    assert r.calls == 100 and not b.exhausted
+    r.end_epoch(0)
+    assert b.spent < 0.2
+    # computing does: ~5 ms of CPU per call stops a 0.05-s CPU budget after about 10 calls
+    busy = _Busy("2-2", (2,), 2)
+    busy.calls = 0
+    bb = C._Budget(0.05, clock="cpu")
+    bb.wrap(busy)
+    busy.start_epoch(0, 10)
+    for _ in range(100):
+        busy.learn(torch.zeros(1, 2), torch.zeros(1))
+    assert bb.exhausted and 5 <= busy.calls <= 20
+    # the ledger is what a resume counts as spent, on its own clock only
+    assert C._trained_seconds(tmp_path, "cpu") == pytest.approx(b.spent)
+    assert C._trained_seconds(tmp_path, "wall") == 0.0  # no metrics.jsonl, ledger of another clock
+    jobs = C.plan("fmnist", [0], Path("x"), budget_minutes=5, budget_clock="cpu", only=["s4nn-fmnist"])
+    assert jobs[0].run_dir == Path("x") / "s4nn-fmnist-budget5cpumin" / "seed0"
+    assert jobs[0].fingerprint != C.plan("fmnist", [0], Path("x"), budget_minutes=5, only=["s4nn-fmnist"])[0].fingerprint
+    with pytest.raises(UserError, match="--budget-clock must be one of wall, cpu, got 'gpu'"):
+        C.plan("fmnist", [0], Path("x"), budget_minutes=5, budget_clock="gpu")
+
+
 def test_eval_images_for_fits_the_time_with_a_floor_and_a_cap():
     # 60 s at 10 images/s: 600 images, 300 validation + 300 test
     assert C.eval_images_for(60, 10, n_val=5000, n_test=10000) == 300
@@ -199,22 +241,25 @@ def test_seeds_of_a_row_share_the_evaluation_subset(tmp_path):
 @pytest.mark.skipif(not dataset_available("fmnist"), reason="Fashion-MNIST is not available")
 def test_budget_mode_sizes_each_rules_evaluation(tmp_path):
     """Without --limit-test the budget mode measures the rule's predict speed and evaluates on
-    the subset that fits its evaluation time; the row says how many images it used."""
+    the subset that fits its evaluation time; the row says how many images it used. On the CPU
+    clock the budget, the speed probe and the run directory's name count CPU time."""
     out = tmp_path / "cmp"
-    args = ["compare", "fmnist", "--seeds", "0", "--budget-minutes", "0.01", "--eval-minutes", "0.002",
+    args = ["compare", "fmnist", "--seeds", "0", "--budget-minutes", "0.01", "--budget-clock", "cpu", "--eval-minutes", "0.002",
             "--limit-train", "200", "--only", "tssl-fmnist-mlp", "--set", "epochs=1", "--set", "arch=784-12-10",
             "--out", str(out), "--device", "cpu"]
     assert main(args) == 0
-    marker = json.loads((out / "tssl-fmnist-mlp-budget0.01min" / "seed0" / C.COMPARE_FILE).read_text())
+    marker = json.loads((out / "tssl-fmnist-mlp-budget0.01cpumin" / "seed0" / C.COMPARE_FILE).read_text())
     n = marker["limit_test"]
     assert n == C.eval_images_for(0.12, marker["eval_speed_probe"], 5000, 10000)
     assert 0 < marker["samples_trained"] <= 200 and marker["job_wall_seconds"] > 0
     assert 0 < marker["train_cpu_seconds"] <= marker["job_cpu_seconds"]
-    summary = json.loads((out / "tssl-fmnist-mlp-budget0.01min" / "seed0" / "summary.json").read_text())
+    summary = json.loads((out / "tssl-fmnist-mlp-budget0.01cpumin" / "seed0" / "summary.json").read_text())
     assert summary["n_test"] == n and summary["n_val"] == min(n, 5000)
     row = next(csv.DictReader(open(out / "compare.csv")))
     assert int(row["n_test"]) == n and float(row["samples_trained"]) == marker["samples_trained"]
-    assert f"N = {n}" in (out / "compare.md").read_text()
+    text = (out / "compare.md").read_text()
+    assert f"N = {n}" in text and "budget 0.01 CPU min" in text and marker["budget_clock"] == "cpu"
+    assert json.loads((out / "tssl-fmnist-mlp-budget0.01cpumin" / "seed0" / C.BUDGET_FILE).read_text())["clock"] == "cpu"
 
 
 @pytest.mark.skipif(not dataset_available("fmnist"), reason="Fashion-MNIST is not available")

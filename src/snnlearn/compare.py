@@ -99,14 +99,22 @@ class Job:
     fingerprint: str
     budget_minutes: float | None
     eval_minutes: float | None = None
+    budget_clock: str = "wall"
 
 
-def run_dir_name(recipe: str, budget_minutes: float | None) -> str:
-    return recipe if budget_minutes is None else f"{recipe}-budget{budget_minutes:g}min"
+#: the clocks a budget can be measured on: ``wall`` (the issue's "same wall time"), or ``cpu``, the
+#: CPU time of the training process (all its threads), which a shared machine does not shrink
+BUDGET_CLOCKS = ("wall", "cpu")
+
+
+def run_dir_name(recipe: str, budget_minutes: float | None, budget_clock: str = "wall") -> str:
+    if budget_minutes is None:
+        return recipe
+    return f"{recipe}-budget{budget_minutes:g}{'cpu' if budget_clock == 'cpu' else ''}min"
 
 
 def fingerprint(config: dict[str, Any], limit_train: int | None, limit_test: int | None,
-                budget_minutes: float | None, eval_minutes: float | None = None) -> str:
+                budget_minutes: float | None, eval_minutes: float | None = None, budget_clock: str = "wall") -> str:
     """What makes two comparison runs the same: the recipe as trained (seed included), the data
     limits, the budget and the evaluation-time target (the evaluation size it picks is measured
     per run, so the target, not the size, is what was asked)."""
@@ -116,6 +124,8 @@ def fingerprint(config: dict[str, Any], limit_train: int | None, limit_test: int
            "budget_minutes": budget_minutes}
     if eval_minutes is not None:  # absent from older fingerprints: they stay valid
         key["eval_minutes"] = eval_minutes
+    if budget_clock != "wall":
+        key["budget_clock"] = budget_clock
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -130,13 +140,17 @@ def default_eval_minutes(budget_minutes: float | None, limit_test: int | None) -
 
 def plan(benchmark: str, seeds: list[int], out: Path, *, budget_minutes: float | None = None,
          limit_train: int | None = None, limit_test: int | None = None, only: list[str] | None = None,
-         overrides: list[str] | None = None, eval_minutes: float | None = None) -> list[Job]:
+         overrides: list[str] | None = None, eval_minutes: float | None = None,
+         budget_clock: str = "wall") -> list[Job]:
     """One job per recipe of the benchmark and seed. ``eval_minutes`` (default
-    :func:`default_eval_minutes`) sizes each run's evaluation subset (:func:`choose_eval_limit`)."""
+    :func:`default_eval_minutes`) sizes each run's evaluation subset (:func:`choose_eval_limit`);
+    ``budget_clock`` (:data:`BUDGET_CLOCKS`) is what the budget and that sizing measure."""
     from .train import load_recipe, parse_overrides
 
     if budget_minutes is not None and not (budget_minutes > 0 and math.isfinite(budget_minutes)):
         raise UserError(f"--budget-minutes must be a positive number, got {budget_minutes}")
+    if budget_clock not in BUDGET_CLOCKS:
+        raise UserError(f"--budget-clock must be one of {', '.join(BUDGET_CLOCKS)}, got {budget_clock!r}")
     if eval_minutes is not None:
         if not (eval_minutes > 0 and math.isfinite(eval_minutes)):
             raise UserError(f"--eval-minutes must be a positive number, got {eval_minutes}")
@@ -155,9 +169,9 @@ def plan(benchmark: str, seeds: list[int], out: Path, *, budget_minutes: float |
     for recipe in recipes:
         for seed in seeds:
             cfg = load_recipe(recipe, {**extra, "seed": int(seed)})
-            jobs.append(Job(recipe, int(seed), out / run_dir_name(recipe, budget_minutes) / f"seed{seed}", cfg,
-                            fingerprint(cfg, limit_train, limit_test, budget_minutes, eval_minutes), budget_minutes,
-                            eval_minutes))
+            jobs.append(Job(recipe, int(seed), out / run_dir_name(recipe, budget_minutes, budget_clock) / f"seed{seed}",
+                            cfg, fingerprint(cfg, limit_train, limit_test, budget_minutes, eval_minutes, budget_clock),
+                            budget_minutes, eval_minutes, budget_clock))
     return jobs
 
 
@@ -181,7 +195,8 @@ def eval_images_for(seconds: float, speed: float, n_val: int, n_test: int) -> in
     return max(min(MIN_EVAL_IMAGES, n_test), min(n, n_test))
 
 
-def eval_speed(rule, inputs, min_seconds: float = 1.0, max_images: int = 1000) -> float:
+def eval_speed(rule, inputs, min_seconds: float = 1.0, max_images: int = 1000,
+               clock: Callable[[], float] = time.perf_counter) -> float:
     """Images/s of ``rule.predict`` on the first images of ``inputs`` (raw dataset samples),
     measured on batches of 1, 4, 16, ... until one takes ``min_seconds`` or reaches ``max_images``
     (after one untimed image: numba compilation and lazy buffers are not evaluation cost)."""
@@ -194,9 +209,9 @@ def eval_speed(rule, inputs, min_seconds: float = 1.0, max_images: int = 1000) -
         n = 1
         while True:
             x = _encode(rule, inputs[:n])
-            t0 = time.perf_counter()
+            t0 = clock()
             rule.predict(x)
-            dt = time.perf_counter() - t0
+            dt = clock() - t0
             if dt >= min_seconds or n >= min(max_images, len(inputs)):
                 return n / max(dt, 1e-9)
             n = min(4 * n, max_images, len(inputs))
@@ -213,11 +228,14 @@ def choose_eval_limit(job: Job, *, device: str = "auto", data_dir: str | None = 
 
     train, val, test = prepare_data(job.config, data_dir, limit_train, None)
     rule = build_rule(job.config, tuple(train.inputs.shape[1:]), len(train.classes), resolve_device(device))
-    speed = eval_speed(rule, test.inputs)
+    speed = eval_speed(rule, test.inputs, clock=_CLOCKS[job.budget_clock])
     return eval_images_for(60.0 * job.eval_minutes, speed, len(val) if val is not None else 0, len(test)), speed
 
 
 # ------------------------------------------------------------------------------------ budget
+_CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 class BudgetReached(Exception):
     """Raised at the start of the epoch after the training-time budget was used up."""
 
@@ -228,10 +246,12 @@ class _Budget:
     begun and the samples actually learned (``samples``): the rest of a cut epoch is skipped, so
     the Trainer's per-epoch sample count would overstate it."""
 
-    def __init__(self, seconds: float, spent: float = 0.0) -> None:
+    def __init__(self, seconds: float, spent: float = 0.0, clock: str = "wall", ledger: Path | None = None) -> None:
         self.seconds, self.spent = float(seconds), float(spent)
+        self.clock_name, self.ledger = clock, ledger
+        self.clock = _CLOCKS[clock]
         self.exhausted = self.spent >= self.seconds
-        self.t0 = time.perf_counter()
+        self.t0 = self.clock()
         self.samples = 0
         # CPU time of this process while training: on a shared machine the wall-clock budget buys
         # each rule a different amount of computation, and the table says how much
@@ -243,7 +263,7 @@ class _Budget:
         def budget_start_epoch(epoch: int, n_epochs: int | None = None) -> None:
             if self.exhausted:
                 raise BudgetReached
-            self.t0, self.c0 = time.perf_counter(), time.process_time()
+            self.t0, self.c0 = self.clock(), time.process_time()
             start_epoch(epoch, n_epochs)
 
         def budget_learn(x, y):
@@ -251,13 +271,17 @@ class _Budget:
                 return {}
             stats = learn(x, y)
             self.samples += int(y.shape[0]) if hasattr(y, "shape") and len(y.shape) else 1
-            if self.spent + time.perf_counter() - self.t0 >= self.seconds:
+            if self.spent + self.clock() - self.t0 >= self.seconds:
                 self.exhausted = True
             return stats
 
         def budget_end_epoch(epoch: int):
-            self.spent += time.perf_counter() - self.t0
+            self.spent += self.clock() - self.t0
             self.cpu_seconds += time.process_time() - self.c0
+            if self.ledger is not None:  # what a resume counts as spent (CPU time is not in metrics.jsonl)
+                from .train import write_json_atomic
+
+                write_json_atomic(self.ledger, {"clock": self.clock_name, "spent_seconds": self.spent})
             return end_epoch(epoch)
 
         rule.start_epoch, rule.learn, rule.end_epoch = budget_start_epoch, budget_learn, budget_end_epoch
@@ -290,7 +314,19 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _trained_seconds(run_dir: Path) -> float:
+BUDGET_FILE = "budget.json"
+
+
+def _trained_seconds(run_dir: Path, clock: str = "wall") -> float:
+    """The budget a run directory already spent: its ledger (``budget.json``, written after every
+    epoch) on the same clock, else the training wall time of its epochs."""
+    from .train import read_json_mapping
+
+    ledger = run_dir / BUDGET_FILE
+    if ledger.is_file():
+        info = read_json_mapping(ledger)
+        if info.get("clock") == clock:
+            return float(info["spent_seconds"])
     return sum(float(h.get("train_seconds", 0.0)) for h in _history(run_dir))
 
 
@@ -333,10 +369,12 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
             f"{limit_test} validation and test images (about {job.eval_minutes:g} min per evaluation)")
     prior_epochs = len(_history(d)) if resume else 0
     state = {"fingerprint": job.fingerprint, "recipe": job.recipe, "seed": job.seed,
-             "budget_minutes": job.budget_minutes, "eval_minutes": job.eval_minutes, "limit_train": limit_train,
+             "budget_minutes": job.budget_minutes, "budget_clock": job.budget_clock, "eval_minutes": job.eval_minutes,
+             "limit_train": limit_train,
              "limit_test": limit_test, "eval_speed_probe": eval_speed_probe}
     counter = _Counter() if job.budget_minutes is None else \
-        _Budget(60.0 * job.budget_minutes, _trained_seconds(d) if resume else 0.0)
+        _Budget(60.0 * job.budget_minutes, _trained_seconds(d, job.budget_clock) if resume else 0.0, job.budget_clock,
+                ledger=d / BUDGET_FILE)
 
     class _Trainer(Trainer):
         def make_rule(self, input_shape, n_classes, hparams):
@@ -421,7 +459,8 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "run_dir": str(run_dir), "recipe": s.get("recipe"), "rule": s.get("rule"), "variant": s.get("variant"),
         "arch": s.get("arch"), "seed": s.get("seed"), "epochs": s.get("epochs"), "epochs_requested": s.get("epochs_requested"),
-        "budget_minutes": marker.get("budget_minutes"), "stopped": marker.get("stopped"),
+        "budget_minutes": marker.get("budget_minutes"), "budget_clock": marker.get("budget_clock", "wall"),
+        "stopped": marker.get("stopped"),
         "n_train": s.get("n_train"), "n_val": s.get("n_val"), "n_test": s.get("n_test"),
         "paper_result": s.get("paper_result"), "eval_minutes": marker.get("eval_minutes"),
         "accuracy": at_best.get("accuracy", s.get("test_accuracy")),
@@ -502,13 +541,15 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per recipe/variant/budget: mean and sample std of every number over the seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((r["recipe"], r["variant"], r["budget_minutes"], r["n_train"], r["n_test"]), []).append(r)
+        groups.setdefault((r["recipe"], r["variant"], r["budget_minutes"], r.get("budget_clock", "wall"), r["n_train"],
+                           r["n_test"]), []).append(r)
     rows = []
-    for (recipe, variant, budget, n_train, n_test), rs in groups.items():
+    for (recipe, variant, budget, clock, n_train, n_test), rs in groups.items():
         seeds = [r["seed"] for r in rs]
         if len(set(seeds)) != len(seeds):
             raise UserError(f"{recipe}: seed(s) counted twice among {[r['run_dir'] for r in rs]}")
         row: dict[str, Any] = {"recipe": recipe, "rule": rs[0]["rule"], "variant": variant, "budget_minutes": budget,
+                               "budget_clock": clock,
                                "seeds": sorted(seeds), "n_train": n_train, "n_val": rs[0].get("n_val"), "n_test": n_test,
                                "eval_minutes": rs[0].get("eval_minutes"),
                                "epochs": [r["epochs"] for r in rs], "epochs_requested": rs[0]["epochs_requested"],
@@ -550,7 +591,8 @@ def _mode(row: dict[str, Any]) -> str:
     ep_txt = "/".join(str(e) for e in sorted(set(ep)))
     if row["budget_minutes"] is not None:
         cut = " (last one cut)" if "budget" in row["stopped"] else ""
-        return f"budget {row['budget_minutes']:g} min: {ep_txt} of {row['epochs_requested']} epochs{cut}"
+        unit = "CPU min" if row.get("budget_clock") == "cpu" else "min"
+        return f"budget {row['budget_minutes']:g} {unit}: {ep_txt} of {row['epochs_requested']} epochs{cut}"
     return f"paper schedule: {ep_txt} of {row['epochs_requested']} epochs"
 
 
@@ -573,7 +615,8 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     if subsets:
         lines += [f"Evaluation on subsets: in this budget mode each rule is validated and tested on N images of each "
                   f"split (N = {', '.join(map(str, subsets))} here), as many as one evaluation of that rule fits in "
-                  f"about {rows[0]['eval_minutes'] * 60:g} s (at least {MIN_EVAL_IMAGES}). The subsets are one fixed "
+                  f"about {rows[0]['eval_minutes'] * 60:g} s{' of CPU time' if rows[0].get('budget_clock') == 'cpu' else ''} "
+                  f"(at least {MIN_EVAL_IMAGES}). The subsets are one fixed "
                   "random (seed 0) permutation's first N images, the same for every rule and seed, so a smaller "
                   "subset lies inside every larger one. These are **not** full-test-set numbers.", ""]
     lines += ["| " + " | ".join(head1) + " |", "|" + " --- |" * len(head1)]
@@ -625,7 +668,8 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
                 continue
             ax.errorbar([x], [100 * r["accuracy"]], xerr=[r.get(key + "_std", 0.0)], yerr=[100 * r.get("accuracy_std", 0.0)],
                         fmt="o", capsize=3)
-            label = r["recipe"] + (f" ({r['budget_minutes']:g} min)" if r["budget_minutes"] is not None else "")
+            unit = "CPU min" if r.get("budget_clock") == "cpu" else "min"
+            label = r["recipe"] + (f" ({r['budget_minutes']:g} {unit})" if r["budget_minutes"] is not None else "")
             ax.annotate(label, (x, 100 * r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
