@@ -26,7 +26,9 @@ Equal-budget mode (``budget_minutes``): each run trains with its recipe's schedu
 its training wall time (the time inside the epochs, evaluation excluded) reaches the budget. The
 budget is checked after every ``learn`` call; the epoch in progress is cut there, and that partial
 epoch is evaluated and checkpointed like a full one, then the run ends. A rule that learns a whole
-epoch in one call (BS4NN's resampled batch) can only stop at the end of that call.
+epoch in one call (BS4NN's resampled batch) can only stop at the end of that call. The budget is
+wall time by default; ``budget_clock="cpu"`` measures it in CPU time of the training process,
+which the load of a shared machine does not shrink.
 
 Evaluation in the equal-budget mode: evaluating a rule on the full splits after every epoch can take
 far longer than its training (the conversion baseline simulates T = 200 steps of a 128-channel CNN:
