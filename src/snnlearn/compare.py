@@ -389,6 +389,8 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
         trainer.run(resume=resume)
     except BudgetReached:
         stopped = "budget"
+    if getattr(counter, "exhausted", False):  # the budget cut the recipe's last epoch: no next one to refuse
+        stopped = "budget"
     summary = read_json_mapping(d / "summary.json")
     # epochs before a resume were whole (only the last epoch of a run can be cut by the budget)
     samples = prior_epochs * int(summary["n_train"]) + counter.samples
@@ -487,6 +489,8 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         # the samples the budget let through: a cut epoch skips the rest of its samples, which the
         # Trainer's per-epoch samples/s (epoch size / epoch time) would count
         rec["samples_trained"] = int(marker["samples_trained"])
+        if rec["n_train"] and rec["epochs"] and rec["samples_trained"] < int(rec["n_train"]) * int(rec["epochs"]):
+            rec["stopped"] = "budget"  # its last epoch was cut (markers before this check said "epochs")
         rec["train_samples_per_second"] = rec["samples_trained"] / rec["train_seconds"] if rec["train_seconds"] else None
     else:
         if s.get("completed") and s.get("n_train") is not None:
