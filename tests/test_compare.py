@@ -221,7 +221,7 @@ def test_run_record_reports_what_the_budget_let_through(tmp_path):
     assert "samples_trained" not in rec_b  # unknown for a run stopped early without the budget counter
     assert rec_b["train_samples_per_second"] == 100.0 and rec_b["wall_seconds"] == 99.0
     # a recipe's only epoch cut by the budget ends with "epochs": the samples say it was cut
-    _fake_run(tmp_path / "d", n_test=200, marker={**marker, "stopped": "epochs"}, epochs=(10.0,))
+    _fake_run(tmp_path / "d", n_test=200, marker={**marker, "stopped": "epochs", "samples_trained": 700}, epochs=(10.0,))
     assert C.run_record(tmp_path / "d")["stopped"] == "budget"
     rows = C.aggregate([rec])
     C.write_markdown(rows, tmp_path / "c.md", "t")
