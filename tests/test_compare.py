@@ -83,6 +83,188 @@ def test_budget_cuts_the_epoch_then_stops_at_the_next():
         C._Budget(1.0, spent=2.0).wrap(_Slow("2-2", (2,), 2)).start_epoch(3, 10)
 
 
+def test_budget_counts_only_the_samples_learned():
+    r = _Slow("2-2", (2,), 2)
+    r.calls = 0
+    b = C._Budget(0.05)
+    b.wrap(r)
+    r.start_epoch(0, 10)
+    for _ in range(100):
+        r.learn(torch.zeros(3, 2), torch.zeros(3))
+    assert b.samples == 3 * r.calls < 300  # the skipped rest of the cut epoch is not counted
+    c = C._Counter()
+    r2 = _Slow("2-2", (2,), 2)
+    r2.calls = 0
+    c.wrap(r2)
+    for epoch in range(2):
+        r2.start_epoch(epoch, 2)
+        for _ in range(4):
+            r2.learn(torch.zeros(2, 2), torch.zeros(2))
+        r2.end_epoch(epoch)
+    assert c.samples == 16 and not c.exhausted
+    assert 0 <= c.cpu_seconds <= c.spent + 0.05  # one thread: CPU time within the wall time
+
+
+class _Busy(_Slow):
+    """learn spends ~5 ms of CPU (a busy loop), not a sleep."""
+
+    def learn(self, x, y):
+        self.calls += 1
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.005:
+            pass
+        return {}
+
+
+def test_cpu_clock_budget_counts_computation_not_waiting(tmp_path):
+    # sleeping costs no CPU: a 0.2-s CPU budget is not used up by 100 x 10 ms of sleep
+    r = _Slow("2-2", (2,), 2)
+    r.calls = 0
+    b = C._Budget(0.2, clock="cpu", ledger=tmp_path / C.BUDGET_FILE)
+    b.wrap(r)
+    r.start_epoch(0, 10)
+    for _ in range(100):
+        r.learn(torch.zeros(1, 2), torch.zeros(1))
+    assert r.calls == 100 and not b.exhausted
+    r.end_epoch(0)
+    assert b.spent < 0.2
+    # computing does: ~5 ms of CPU per call stops a 0.05-s CPU budget after about 10 calls
+    busy = _Busy("2-2", (2,), 2)
+    busy.calls = 0
+    bb = C._Budget(0.05, clock="cpu")
+    bb.wrap(busy)
+    busy.start_epoch(0, 10)
+    for _ in range(100):
+        busy.learn(torch.zeros(1, 2), torch.zeros(1))
+    assert bb.exhausted and 5 <= busy.calls <= 20
+    # the ledger is what a resume counts as spent, on its own clock only
+    assert C._trained_seconds(tmp_path, "cpu") == pytest.approx(b.spent)
+    assert C._trained_seconds(tmp_path, "wall") == 0.0  # no metrics.jsonl, ledger of another clock
+    jobs = C.plan("fmnist", [0], Path("x"), budget_minutes=5, budget_clock="cpu", only=["s4nn-fmnist"])
+    assert jobs[0].run_dir == Path("x") / "s4nn-fmnist-budget5cpumin" / "seed0"
+    assert jobs[0].fingerprint != C.plan("fmnist", [0], Path("x"), budget_minutes=5, only=["s4nn-fmnist"])[0].fingerprint
+    with pytest.raises(UserError, match="--budget-clock must be one of wall, cpu, got 'gpu'"):
+        C.plan("fmnist", [0], Path("x"), budget_minutes=5, budget_clock="gpu")
+
+
+def test_eval_images_for_fits_the_time_with_a_floor_and_a_cap():
+    # 60 s at 10 images/s: 600 images, 300 validation + 300 test
+    assert C.eval_images_for(60, 10, n_val=5000, n_test=10000) == 300
+    # once the validation split is whole, the rest goes to the test subset: 12000 - 5000
+    assert C.eval_images_for(60, 200, n_val=5000, n_test=10000) == 7000
+    assert C.eval_images_for(60, 1e6, n_val=5000, n_test=10000) == 10000  # the full test set
+    assert C.eval_images_for(60, 0.1, n_val=5000, n_test=10000) == C.MIN_EVAL_IMAGES  # floor: slower than asked
+    assert C.eval_images_for(60, 0.1, n_val=5000, n_test=20) == 20  # never more than the split holds
+    assert C.eval_images_for(60, 10.5, n_val=5000, n_test=10000) % 10 == 0
+    with pytest.raises(ValueError, match="positive"):
+        C.eval_images_for(60, 0.0, 5000, 10000)
+
+
+class _Timed(_Slow):
+    """predict takes 10 ms per image: 100 images/s."""
+
+    def predict(self, x):
+        time.sleep(0.01 * x.shape[0])
+        return super().predict(x)
+
+    def encode(self, x):
+        return x.float()
+
+
+def test_eval_speed_measures_predict():
+    r = _Timed("2-2", (2,), 2)
+    speed = C.eval_speed(r, torch.zeros(1000, 2, dtype=torch.uint8), min_seconds=0.1)
+    assert 50 < speed <= 101  # sleeps are a lower bound on the time: never faster than 100/s
+
+
+def test_default_eval_time_and_its_errors():
+    assert C.default_eval_minutes(5, None) == pytest.approx(1.0)  # a fifth of the budget per evaluation
+    assert C.default_eval_minutes(5, 100) is None  # --limit-test: one fixed subset for every rule
+    assert C.default_eval_minutes(None, None) is None  # paper schedules: the full splits
+    jobs = C.plan("fmnist", [0], Path("x"), budget_minutes=5, only=["s4nn-fmnist"])
+    assert jobs[0].eval_minutes == pytest.approx(1.0)
+    assert C.plan("fmnist", [0], Path("x"), budget_minutes=5, eval_minutes=2, only=["s4nn-fmnist"])[0].fingerprint \
+        != jobs[0].fingerprint
+    with pytest.raises(UserError, match="not both"):
+        C.plan("fmnist", [0], Path("x"), budget_minutes=5, eval_minutes=1, limit_test=100)
+    with pytest.raises(UserError, match="--eval-minutes must be a positive number, got -1"):
+        C.plan("fmnist", [0], Path("x"), budget_minutes=5, eval_minutes=-1)
+
+
+def _fake_run(d: Path, *, n_test: int, marker: dict | None, epochs=(10.0, 10.0), acc=0.8):
+    d.mkdir(parents=True)
+    hist = [{"epoch": i + 1, "train_seconds": s, "train_samples_per_second": 1000 / s,
+             "val": {"accuracy": acc, "samples_per_second": 50.0}, "test": {"accuracy": acc, "samples_per_second": 100.0}}
+            for i, s in enumerate(epochs)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
+    test = {"accuracy": acc, "accuracy_reference": acc, "tie_rate": 0.0, "silent_rate": 0.0}
+    (d / "summary.json").write_text(json.dumps({
+        "recipe": "r", "rule": "s4nn", "variant": "reference", "arch": "2-2", "seed": 0, "epochs": len(epochs),
+        "epochs_requested": 5, "completed": False, "n_train": 1000, "n_val": 100, "n_test": n_test,
+        "test_at_best_val": test, "test_accuracy": acc, "train_samples_per_second": 100.0, "wall_seconds": 99.0}))
+    if marker is not None:
+        (d / C.COMPARE_FILE).write_text(json.dumps(marker))
+
+
+def test_run_record_reports_what_the_budget_let_through(tmp_path):
+    marker = {"budget_minutes": 5, "eval_minutes": 1.0, "stopped": "budget", "samples_trained": 1500,
+              "job_wall_seconds": 123.0, "limit_test": 200, "job_cpu_seconds": 61.0, "train_cpu_seconds": 9.0}
+    _fake_run(tmp_path / "a", n_test=200, marker=marker)
+    rec = C.run_record(tmp_path / "a")
+    assert rec["samples_trained"] == 1500  # not 2 epochs x 1000: the second epoch was cut
+    assert rec["train_samples_per_second"] == pytest.approx(1500 / 20.0)
+    assert rec["wall_seconds"] == 123.0 and rec["job_cpu_seconds"] == 61.0 and rec["train_cpu_seconds"] == 9.0
+    assert rec["eval_seconds"] == pytest.approx(2 * (100 / 50 + 200 / 100))
+    assert rec["accuracy_ci95"] == pytest.approx(1.96 * (0.8 * 0.2 / 200) ** 0.5)
+    _fake_run(tmp_path / "b", n_test=10000, marker=None)  # a `snnlearn train` run: no compare.json
+    rec_b = C.run_record(tmp_path / "b")
+    assert "samples_trained" not in rec_b  # unknown for a run stopped early without the budget counter
+    assert rec_b["train_samples_per_second"] == 100.0 and rec_b["wall_seconds"] == 99.0
+    # a recipe's only epoch cut by the budget ends with "epochs": the samples say it was cut
+    _fake_run(tmp_path / "d", n_test=200, marker={**marker, "stopped": "epochs", "samples_trained": 700}, epochs=(10.0,))
+    assert C.run_record(tmp_path / "d")["stopped"] == "budget"
+    rows = C.aggregate([rec])
+    C.write_markdown(rows, tmp_path / "c.md", "t")
+    text = (tmp_path / "c.md").read_text()
+    assert "N = 200" in text and "| 100/200 |" in text  # the subset is said, per row and above the table
+    assert "budget 5 min: 2 of 5 epochs (last one cut)" in text
+    assert "| 1500 |" in text and "± 5.5" in text
+
+
+def test_seeds_of_a_row_share_the_evaluation_subset(tmp_path):
+    jobs = C.plan("fmnist", [0, 1], tmp_path, budget_minutes=5, only=["s4nn-fmnist"])
+    assert C._sibling_eval_limit(jobs[1]) is None
+    jobs[0].run_dir.mkdir(parents=True)
+    (jobs[0].run_dir / C.COMPARE_FILE).write_text(json.dumps({"eval_minutes": jobs[0].eval_minutes, "limit_test": 730}))
+    assert C._sibling_eval_limit(jobs[1]) == 730
+    other = C.plan("fmnist", [1], tmp_path, budget_minutes=5, eval_minutes=3, only=["s4nn-fmnist"])[0]
+    assert C._sibling_eval_limit(other) is None  # another evaluation target chose its own size
+
+
+@pytest.mark.skipif(not dataset_available("fmnist"), reason="Fashion-MNIST is not available")
+def test_budget_mode_sizes_each_rules_evaluation(tmp_path):
+    """Without --limit-test the budget mode measures the rule's predict speed and evaluates on
+    the subset that fits its evaluation time; the row says how many images it used. On the CPU
+    clock the budget, the speed probe and the run directory's name count CPU time."""
+    out = tmp_path / "cmp"
+    args = ["compare", "fmnist", "--seeds", "0", "--budget-minutes", "0.01", "--budget-clock", "cpu", "--eval-minutes", "0.002",
+            "--limit-train", "200", "--only", "tssl-fmnist-mlp", "--set", "epochs=1", "--set", "arch=784-12-10",
+            "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    marker = json.loads((out / "tssl-fmnist-mlp-budget0.01cpumin" / "seed0" / C.COMPARE_FILE).read_text())
+    n = marker["limit_test"]
+    assert n == C.eval_images_for(0.12, marker["eval_speed_probe"], 5000, 10000)
+    assert 0 < marker["samples_trained"] <= 200 and marker["job_wall_seconds"] > 0
+    assert 0 < marker["train_cpu_seconds"] <= marker["job_cpu_seconds"]
+    summary = json.loads((out / "tssl-fmnist-mlp-budget0.01cpumin" / "seed0" / "summary.json").read_text())
+    assert summary["n_test"] == n and summary["n_val"] == min(n, 5000)
+    row = next(csv.DictReader(open(out / "compare.csv")))
+    assert int(row["n_test"]) == n and float(row["samples_trained"]) == marker["samples_trained"]
+    text = (out / "compare.md").read_text()
+    assert f"N = {n}" in text and "budget 0.01 CPU min" in text and marker["budget_clock"] == "cpu"
+    assert json.loads((out / "tssl-fmnist-mlp-budget0.01cpumin" / "seed0" / C.BUDGET_FILE).read_text())["clock"] == "cpu"
+
+
 @pytest.mark.skipif(not dataset_available("fmnist"), reason="Fashion-MNIST is not available")
 def test_compare_end_to_end_on_tiny_data(tmp_path, capsys):
     """Every F-MNIST recipe (tiny networks, 1 epoch, 30 training and 10 test samples, 0.01-minute

@@ -160,3 +160,68 @@ def test_stidi_binary_size_counts_its_scaling_factors():
     n_alpha = int(binary.alpha.numel())
     assert n_alpha >= 1
     assert binary.model_size() == {"params": w + n_alpha, "bits": w + 32 * n_alpha}
+
+
+def test_synops_by_hand_s4nn_hand_set_weights_and_input_times():
+    """A single-spike rule, counted on paper. S4NN reference variant: non-leaky IF, a neuron fires
+    one step after the first input time at which Σ w of the spikes arrived so far exceeds θ = 1
+    strictly (``>``, delay 1); the decision is the first output spike, and spikes count up to it.
+
+    Sample 0, input times (0, 3, 7, silent):
+      hidden0 (w 0.6, 0.5 from inputs 0, 1): 0.6 at t=0, 1.1 at t=3 -> fires at 4
+      hidden1 (w 0.5, 0.6 from inputs 0, 2): 0.5 at t=0, 1.1 at t=7 -> fires at 8
+      hidden2 (w 0.3 from the silent input 3): never
+      output0 (w 1.0 from hidden0): 1.0 at t=4, not > 1 -> never
+      output1 (w 0.4, 0.7, 0.5): 0.4 at t=4, 1.1 at t=8 -> fires at 9: the decision, class 1
+      spikes up to t=9: 3 input, 2 hidden, 1 output; synops = 3 x 3 (fan-out of an input)
+      + 2 x 2 (fan-out of a hidden neuron) = 13.
+    Sample 1, input times (5, 1, silent, silent): hidden0 reaches 1.1 at t=5 -> fires at 6,
+      hidden1 only 0.5, the outputs 1.0 and 0.4: silent, decision time t_max = 256, every real
+      spike counts: 2 input, 1 hidden; synops = 2 x 3 + 1 x 2 = 8."""
+    rule = get_rule("s4nn")("4-3-2", (4,), 2, variant="reference", seed=0, backend="torch", threshold=1.0)
+    assert rule.delay == 1 and rule.hparams["threshold_test"] == ">" and rule.t_max == 256
+    st = rule.state_tensors()
+    st["W1"] = torch.tensor([[0.6, 0.5, 0.0], [0.5, 0.0, 0.0], [0.0, 0.6, 0.0], [0.0, 0.0, 0.3]], dtype=torch.float64)
+    st["W2"] = torch.tensor([[1.0, 0.4], [0.0, 0.7], [0.0, 0.5]], dtype=torch.float64)
+    rule.load_state_tensors(st)
+    times = torch.tensor([[0, 3, 7, 256], [5, 1, 256, 256]], dtype=torch.int64)  # encoded input: spike times
+    d = rule.with_costs(rule.predict(times))
+    got = {k: v.tolist() for k, v in d.stats.items()}
+    assert got["synops"] == [13.0, 8.0]
+    assert got["spikes/input"] == [3.0, 2.0] and got["spikes/hidden1"] == [2.0, 1.0]
+    assert got["spikes/output"] == [1.0, 0.0] and got["spikes/total"] == [3.0, 1.0]
+    assert got["decision_time"] == [9.0, 256.0] and got["macs"] == [0.0, 0.0]
+    assert d.silent.tolist() == [False, True] and int(d.scores[0].argmax()) == 1
+
+
+@pytest.mark.parametrize("name", ["proxy", "sgl"])
+def test_synops_by_hand_rate_coded_hand_set_weights(name):
+    """A rate-coded rule, counted on paper. Proxy learning / SGL (reference): IF neurons, θ = 2,
+    reset to zero, no delay between layers, T = 8 steps; the image (x/255) is an analog current
+    into the first layer (MACs, not synops).
+
+    Sample 0, input (1, 0, 0, 0): hidden1 currents 1.0, 0.5, 0 per step -> fire every 2nd step
+      (4 spikes: t = 2, 4, 6, 8), every 4th step (2 spikes: t = 4, 8), never. hidden2 = 2 x
+      hidden1 (one-to-one): each hidden1 spike gives 2 = θ at once -> the same 4 and 2 spikes.
+      output0/1 = 2 x hidden2 neuron 0/1 -> 4 and 2 spikes.
+      synops = 6 hidden1 spikes x fan-out 3 + 6 hidden2 spikes x fan-out 2 = 30;
+      MACs = 4 x 3 = 12 (the analog input layer, once per sample); decision after T = 8; the
+      running counts are tied (0, 0) at t = 1 and favour class 0 from t = 2: earliest 2.
+    Sample 1, input (0, 1, 0, 0): no weight from input 1, silent: synops 0, MACs 12,
+      earliest = T (no final decision)."""
+    rule = get_rule(name)("4-3-3-2", (4,), 2, variant="reference", seed=0, batchnorm=False, bias=False, T=8)
+    h = rule.hparams
+    assert (h["threshold"], h["reset"], h["neuron"]) == (2.0, "zero", "if")
+    with torch.no_grad():
+        layers = rule.net.layers
+        layers[0].op.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0, 0, 0]]))
+        layers[1].op.weight.copy_(2 * torch.eye(3))
+        layers[2].op.weight.copy_(torch.tensor([[2.0, 0, 0], [0, 2.0, 0]]))
+    x = torch.tensor([[255, 0, 0, 0], [0, 255, 0, 0]], dtype=torch.uint8)
+    d = rule.with_costs(rule.predict(x))
+    got = {k: v.tolist() for k, v in d.stats.items()}
+    assert d.scores.tolist() == [[4.0, 2.0], [0.0, 0.0]]
+    assert got["spikes/hidden1"] == [6.0, 0.0] and got["spikes/hidden2"] == [6.0, 0.0]
+    assert got["spikes/output"] == [6.0, 0.0] and got["spikes/total"] == [18.0, 0.0]
+    assert got["synops"] == [30.0, 0.0] and got["macs"] == [12.0, 12.0]
+    assert got["decision_time"] == [8.0, 8.0] and got["decision_time/earliest"] == [2.0, 8.0]

@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--collect", nargs="+", metavar="RUN_DIR", help="only tabulate these run directories (or folders of them)")
     c.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="seeds per recipe (default 0,1,2)")
     c.add_argument("--budget-minutes", type=float, help="equal-budget mode: stop every run after M minutes of training")
+    c.add_argument("--budget-clock", choices=["wall", "cpu"], default="wall",
+                   help="what the budget measures: wall time (default) or the process's CPU time (fair on a shared machine)")
+    c.add_argument("--eval-minutes", type=float,
+                   help="size each rule's evaluation subset to take about E minutes per evaluation (default in the "
+                        "budget mode: M/5; without --budget-minutes the full splits unless given)")
     c.add_argument("--jobs", type=_positive, default=1, help="runs trained at once (one CPU thread each when > 1)")
     c.add_argument("--out", help="comparison folder (default runs/compare-<benchmark>)")
     c.add_argument("--only", nargs="+", metavar="RECIPE", help="only these recipes of the benchmark")
@@ -408,7 +413,8 @@ def cmd_compare(args) -> int:
         raise UserError("compare needs a benchmark (e.g. fmnist) or --collect RUN_DIR...")
     out = Path(args.out) if args.out else Path("runs") / f"compare-{args.benchmark}"
     jobs = plan(args.benchmark, args.seeds, out, budget_minutes=args.budget_minutes, limit_train=args.limit_train,
-                limit_test=args.limit_test, only=args.only, overrides=args.overrides)
+                limit_test=args.limit_test, only=args.only, overrides=args.overrides,
+                eval_minutes=args.eval_minutes, budget_clock=args.budget_clock)
     if args.threads and args.jobs == 1:
         from .runtime import configure_threads
 
