@@ -70,8 +70,19 @@ def test_two_shards_take_the_step_of_the_whole_batch(variant, reduction, path):
     reduced over two ranks, give the weights of one rule that learns the 5 (2) samples, to 1e-12
     in float64, over several steps; the (out, in) copies stay bit-identical; one reduction per
     step, also when no sample has a desire."""
-    one = make_rule(variant, path, batch_reduction=reduction)
-    ranks = [make_rule(variant, path, batch_reduction=reduction) for _ in range(2)]
+    _check_two_shards(variant, reduction, path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_two_shards_on_cuda(reduction):
+    """The same on a GPU (the dense torch path, what CUDA runs; the buffers live on the device)."""
+    _check_two_shards("reference", reduction, "dense", device="cuda")
+
+
+def _check_two_shards(variant, reduction, path, **kw):
+    one = make_rule(variant, path, batch_reduction=reduction, **kw)
+    ranks = [make_rule(variant, path, batch_reduction=reduction, **kw) for _ in range(2)]
     reducers, calls = _pair_reducer(2)
     for r, red in zip(ranks, reducers):
         r._update_reducer = red
@@ -93,7 +104,7 @@ def test_two_shards_take_the_step_of_the_whole_batch(variant, reduction, path):
         assert torch.equal(ranks[0]._wt_flat, ranks[1]._wt_flat)  # the ranks never drift apart
         assert any(not torch.equal(b, w) for b, w in zip(before, one.weights_t)), "nothing learned"
     # a step in which no output neuron has a desire (|e| ≤ θ_out always) still takes part in the reduction
-    quiet = [make_rule(variant, path, batch_reduction=reduction, theta_out=5.0) for _ in range(2)]
+    quiet = [make_rule(variant, path, batch_reduction=reduction, theta_out=5.0, **kw) for _ in range(2)]
     for r, red in zip(quiet, reducers):
         r._update_reducer = red
     w0 = quiet[0]._wt_flat.clone()
