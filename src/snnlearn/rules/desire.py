@@ -569,7 +569,7 @@ class DesireBP(Rule):
     name = "desire"
     variants = ("paper", "reference")
     #: Mini-batches (B > 1) train data-parallel under torchrun: the summed update of every shard is
-    #: written to a buffer, all-reduced once per step, then added (see "Data-parallel" above).
+    #: written to a buffer, all-reduced once per step, then added (module docstring, "Data-parallel").
     data_parallel = True
     renamed_hparams = {"theta_p": "threshold"}
     #: Hyperparameters that no longer exist: old configs still load (DeprecationWarning), the value
