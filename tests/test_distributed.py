@@ -19,6 +19,7 @@ import torch
 import torch.multiprocessing as mp
 
 from snnlearn import distributed
+from snnlearn.backend import HAVE_NUMBA
 from snnlearn.checkpoint import load_checkpoint
 from snnlearn.errors import UserError
 from snnlearn.rules import get_rule
@@ -101,8 +102,10 @@ def _spawn(*tasks) -> None:
 
 
 def _weights(run_dir) -> dict[str, torch.Tensor]:
+    """Every state tensor of the last checkpoint (weights, optimiser moments), without the
+    generator state (re-seeded per rank in data-parallel runs)."""
     tensors, _ = load_checkpoint(run_dir / "checkpoint" / "last")
-    return {k: v for k, v in tensors.items() if k.startswith(("weight/", "optim/"))}
+    return {k: v for k, v in tensors.items() if k != "_generator_state"}
 
 
 def test_shards_cover_every_sample_once():
@@ -122,8 +125,11 @@ def test_refusals_name_the_reason():
     assert "switch 'layer'" in paper.data_parallel_problem(8)
     proxy = get_rule("proxy")("6C3p1-P2-24-3", (1, 6, 6), 3)
     assert "BatchNorm" in proxy.data_parallel_problem(8)
-    desire = get_rule("desire")
-    assert "does not support data-parallel" in desire("36-16-3", (1, 6, 6), 3).data_parallel_problem(8)
+    desire = get_rule("desire")("36-16-3", (1, 6, 6), 3)
+    assert desire.data_parallel_problem(8) is None  # the mini-batch mode
+    assert "per-sample training" in desire.data_parallel_problem(1)
+    s4nn = get_rule("s4nn")
+    assert "does not support data-parallel" in s4nn("36-16-3", (1, 6, 6), 3).data_parallel_problem(8)
 
 
 @pytest.mark.slow
@@ -163,6 +169,47 @@ def test_two_processes_equal_one_and_resume_after_a_killed_rank(tmp_path):
     assert summary["best_val_accuracy"] == s1["best_val_accuracy"]
     loss1 = json.loads((one / "metrics.jsonl").read_text().splitlines()[-1])["train"]["loss"]
     assert abs(records[-1]["train"]["loss"] - loss1) < 1e-9
+
+
+def _desire_config(npz: str, **extra) -> dict:
+    # Desire BP's mini-batch mode in float64, no dropout (masks are drawn per process); lr large
+    # enough that the toy weights move. 84 samples in batches of 8: one step has 4 per process, the
+    # last (4 samples) 2 per process; 2 epochs.
+    cfg = dict(name="toy-desire", rule="desire", variant="reference", dataset=f"npz:{npz}", arch="36-16-3", epochs=2,
+               batch_size=8, chunk_size=32, val_size=16, eval_batch_size=7, seed=3, dtype="float64", lr=2e-3,
+               T=20, dropout_input=0.0, dropout_hidden=0.0, theta_hid=0.01)
+    return {**cfg, **extra}
+
+
+@pytest.mark.slow
+def test_desire_minibatch_two_processes_equal_one(tmp_path):
+    """Desire BP's mini-batch mode (frozen weights, summed update): 2 processes × B/2 end with the
+    weights of 1 process × B (float64, up to the order of the sums), on both code paths and with
+    both batch reductions (``mean`` divides by the global batch), with the same test decisions."""
+    npz = _toy_npz(tmp_path / "toy.npz")
+    configs = {
+        "numba-sum": _desire_config(npz, backend="numba", batch_reduction="sum"),
+        "torch-mean": _desire_config(npz, backend="torch", batch_reduction="mean", lr=1.6e-2),
+    }
+    if not HAVE_NUMBA:
+        del configs["numba-sum"]
+        configs["torch-sum"] = _desire_config(npz, backend="torch", batch_reduction="sum")
+    singles = {}
+    for name, cfg in configs.items():
+        singles[name] = Trainer(cfg, tmp_path / f"one-{name}", device="cpu", progress=False, log=lambda m: None).run()
+    _spawn(*[(cfg, tmp_path / f"two-{name}", False, None) for name, cfg in configs.items()])
+    rule = get_rule("desire")("36-16-3", (1, 6, 6), 3, variant="reference", seed=3, dtype="float64")
+    init = rule.state_tensors()
+    for name in configs:
+        w1, w2 = _weights(tmp_path / f"one-{name}"), _weights(tmp_path / f"two-{name}")
+        assert set(w1) == set(w2) == set(init), name
+        for k in w1:
+            assert (w1[k] - init[k]).abs().max() > 1e-3, (name, k)  # it learned
+            assert torch.allclose(w1[k], w2[k], rtol=0, atol=1e-12), (name, k, (w1[k] - w2[k]).abs().max())
+        summary = json.loads((tmp_path / f"two-{name}" / "summary.json").read_text())
+        assert summary["world_size"] == 2
+        assert summary["confusion"] == singles[name]["confusion"], name
+        assert summary["best_val_accuracy"] == singles[name]["best_val_accuracy"], name
 
 
 @pytest.mark.slow

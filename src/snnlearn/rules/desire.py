@@ -80,6 +80,20 @@ Mini-batches (``batch_size: B > 1``)
 All B samples run with the same frozen weights; the B updates are summed (``batch_reduction: sum``)
 or averaged (``mean``) and applied once. ``B = 1`` is exactly per-sample training.
 
+Data-parallel (``torchrun``, mini-batches only)
+-----------------------------------------------
+Because the weights are frozen over a batch and the update is a sum over samples, N processes
+with B/N samples each take the step of one process with B: each process writes its shard's
+summed update into a zeroed buffer in the weights' layout (instead of adding it into the weights),
+:meth:`~snnlearn.rules.base.Rule.reduce_update` sums the buffers over the processes in one
+``all_reduce``, and every process adds the result to its weights and refreshes the (N_out, N_in)
+copies. ``batch_reduction: mean`` divides by the global batch (the local mean is passed with
+``mean_over``). The result equals one process up to the order of the floating-point sums;
+dropout masks are drawn per process (seeded per seed, epoch and rank), so with dropout the runs
+are statistically, not numerically, the same. In one process nothing changes (the update is
+added in place, as before). ``batch_size: 1`` (per-sample training) is refused: sample i+1 learns
+from the weights sample i changed.
+
 Code paths (same equations; results agree up to the order of floating-point sums)
 ---------------------------------------------------------------------------------
 ``backend: auto`` picks numba on the CPU when it is installed, else the torch path.
@@ -554,6 +568,9 @@ class DesireBP(Rule):
 
     name = "desire"
     variants = ("paper", "reference")
+    #: Mini-batches (B > 1) train data-parallel under torchrun: the summed update of every shard is
+    #: written to a buffer, all-reduced once per step, then added (module docstring, "Data-parallel").
+    data_parallel = True
     renamed_hparams = {"theta_p": "threshold"}
     #: Hyperparameters that no longer exist: old configs still load (DeprecationWarning), the value
     #: is ignored. ``sample_threads`` toggled torch's process-wide thread count inside ``learn``.
@@ -964,9 +981,42 @@ class DesireBP(Rule):
             raise ValueError(f"rule 'desire': labels must be in 0..{self.n_classes - 1}, got {bad[0].item()!r}")
         masks = self.draw_dropout_masks(x.shape[0]) if (self.p_in > 0 or self.p_hid > 0) else None
         lv, y = self._levels(x), y.to(self.device).long()
+        # data-parallel (torchrun): a shard of one sample still takes the batch path, whose update
+        # is reduced over the processes before it is applied
+        dp = self._reducing()
         if self.backend == "numba":
-            return self._learn_numba(lv, y, masks)
-        return self._learn(lv, y, masks)
+            return self._learn_numba(lv, y, masks, force_batch=dp)
+        return self._learn(lv, y, masks, force_batch=dp)
+
+    # ------------------------------------------------------------------ data-parallel update
+    def _reducing(self) -> bool:
+        """Whether the Trainer connected :meth:`reduce_update` to a process group (torchrun)."""
+        return getattr(self, "_update_reducer", None) is not None
+
+    def _update_buffers(self) -> tuple[Tensor, list[Tensor]]:
+        """A zeroed flat buffer in the layout of the weights (``_wt_flat``) and its per-layer
+        (N_in, N_out) views: the batch update is written there instead of into the weights, so
+        that it can be summed over the processes before it is applied."""
+        buf = getattr(self, "_dw_flat", None)
+        if buf is None or buf.shape != self._wt_flat.shape or buf.dtype != self._wt_flat.dtype:
+            buf = torch.zeros_like(self._wt_flat)
+            self._dw_flat = buf
+        else:
+            buf.zero_()
+        views = [buf[int(self._woff[l]) : int(self._woff[l]) + w.numel()].view(w.shape) for l, w in enumerate(self.weights_t)]
+        return buf, views
+
+    def _apply_reduced(self, dw_flat: Tensor, n_local: int) -> None:
+        """The summed update of this process's ``n_local`` samples in ``dw_flat`` -> one
+        ``all_reduce`` over the processes (:meth:`Rule.reduce_update`), then into the weights and
+        the (N_out, N_in) copies. ``batch_reduction: mean``: the buffer holds the mean over the
+        local samples (η/n_local), which ``mean_over`` turns into the mean over the global batch."""
+        mean = self.hparams["batch_reduction"] == "mean"
+        self.reduce_update([dw_flat], mean_over=n_local if mean else None)
+        self._wt_flat.add_(dw_flat)
+        for wt, wm in zip(self.weights_t, self.weights_m):
+            if wm is not None:
+                wm.copy_(wt.t())  # a bit-identical transposed copy
 
     # ------------------------------------------------------------------ numba backend (CPU)
     def _nb_state(self) -> dict[str, Any]:
@@ -1077,6 +1127,10 @@ class DesireBP(Rule):
             n_chunks, workers = chunk_plan(B)
             parts = np.zeros((n_chunks, 2 * L + 1), dtype=np.float64)
             wts, wms, sizes, T = st["wts"], st["wms"], st["sizes"], self.T
+            dw_flat = None
+            if self._reducing():  # data-parallel: the update goes to a buffer, reduced, then added
+                dw_flat, dw_views = self._update_buffers()
+                wts = [v.numpy() for v in dw_views]
 
             def forward(c: int) -> None:
                 _nb_batch_forward(LV, Y, keep, scale, st["table"], st["level_active"], st["wflat"], st["woff"], st["mflat"], st["moff"], sizes, T, beta, theta,
@@ -1095,8 +1149,10 @@ class DesireBP(Rule):
                                                         T, delay, code, Q, c, n_chunks), n_chunks, workers)
                 self._runner.run(lambda c: _nb_batch_update(l, wts[l], code, Q, b["sel"], b["n_sel"], T, beta_tr, lr_t, c, n_chunks),
                             n_chunks, workers)
-                if l > 0:
+                if l > 0 and dw_flat is None:
                     self._runner.run(lambda c: _nb_transpose(wts[l], wms[l], c, n_chunks), n_chunks, workers)
+            if dw_flat is not None:
+                self._apply_reduced(dw_flat, B)
             if record is not None:
                 self._nb_record(record, lv, masks, b["S"], b["d"])
         return self._stats_dict(torch.from_numpy(stats)) if self.hparams["learn_stats"] else {}
@@ -1153,6 +1209,7 @@ class DesireBP(Rule):
             return self._stats_dict(stats) if want_stats else {}
         pending: list = []
         total = None
+        dw_flat, into = self._update_buffers() if self._reducing() else (None, None)
         for idx in groups:
             mg = None if masks is None else [None if m is None else m.index_select(0, idx) for m in masks]
             spikes, counts, inputs, _ = self._forward(lv.index_select(0, idx), mg)
@@ -1162,25 +1219,29 @@ class DesireBP(Rule):
                 total = part if total is None else total + part
             if bool(desires[-1].any()):
                 for l in range(self.n_layers):
-                    self._update_layer(l, spikes[l], counts[l], desires[l], inputs[l], lr, pending)
+                    self._update_layer(l, spikes[l], counts[l], desires[l], inputs[l], lr, pending, into)
         for apply in pending:  # frozen weights: all updates after all forward passes
             apply()
+        if dw_flat is not None:
+            self._apply_reduced(dw_flat, B)
         return self._stats_dict(total) if want_stats else {}
 
     def _update_layer(
-        self, l: int, S: Tensor, c: Tensor, d: Tensor, inp: tuple[Tensor | None, Tensor], lr: float, pending: list | None
+        self, l: int, S: Tensor, c: Tensor, d: Tensor, inp: tuple[Tensor | None, Tensor], lr: float, pending: list | None,
+        into: list[Tensor] | None = None,
     ) -> None:
         """Eq. 4 for layer l: ΔW = η·Rᵀ·(d∘S_out) as one matrix product over the folded T·B rows.
         On the sparse path only the rows of inputs that spiked and the columns of neurons with a
         desire that spiked are computed and added. With ``pending`` the addition is deferred (a
-        closure is appended) and fresh tensors are used instead of the scratch buffers."""
+        closure is appended) and fresh tensors are used instead of the scratch buffers. With
+        ``into`` (data-parallel) ΔW is added to ``into[l]`` instead of the weights (no copy)."""
         T = self.T
         B = d.shape[0]
         act, X = inp
         n = X.shape[2]
         if n == 0:
             return
-        Wt, Wm = self.weights_t[l], self.weights_m[l]
+        Wt, Wm = (self.weights_t[l], self.weights_m[l]) if into is None else (into[l], None)
         n_in, n_out = Wt.shape
         R = (self._trace_op @ X.reshape(T, B * n)).view(T * B, n)  # traces (Eq. 3)
         if act is None:
