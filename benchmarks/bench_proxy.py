@@ -2,7 +2,8 @@
 network (128C3-128C3-P2-128C3-P2-2560-1152-256-10, BN, no bias, θ = 2, T = 15, batch 20 as in the
 issue's measurements), against the dense FLOP floor of this machine and a single-step peer.
 
-    SNNLEARN_DATA=/path/to/data python benchmarks/bench_proxy.py [--threads 1] [--rounds 5] [--T 15]
+    SNNLEARN_DATA=/path/to/data python benchmarks/bench_proxy.py [--threads 1] [--rounds 5] [--T 15] \
+        [--run runs/<a proxy run>]
 
 Writes ``benchmarks/results/proxy.md`` (and prints it).
 
@@ -14,11 +15,21 @@ between rows of one round are more reliable than absolute times):
   ``time_chunk`` steps per call (``all`` = T); convolutions on channels-last frames (the default),
   one row with the NCHW layout.
 * ``single-step peer`` — the notebook's structure (SpikingJelly's single-step mode): T sequential
-  calls of the whole network on B frames, an IF update per layer per call; written here in plain
-  torch with the same modules, because SpikingJelly is not installed in this environment. It
-  gives the same spike counts (checked every round).
+  calls of the whole network on B frames, an IF update per layer per call, written in plain torch
+  with the same modules (``tests/test_nn.py``'s literal reference).
+* ``SpikingJelly`` (2.x, ``spikingjelly.activation_based``; a test-only peer, its rows are
+  skipped with a note when it is not installed): the same network built from SpikingJelly's
+  ``layer.Conv2d`` / ``BatchNorm2d`` / ``MaxPool2d`` / ``Linear`` and ``neuron.IFNode(v_threshold=θ,
+  v_reset=0, surrogate ATan)`` on the same parameter tensors, the first conv + BN computed once
+  (the static conv of SpikingJelly's CSNN examples); single-step (T calls, ``reset_net`` before)
+  and multi-step (one call on the (T, B, …) sequence, ``backend="torch"``, the only CPU backend).
+  Its output spike counts are checked equal to snnlearn's before timing.
 * ``proxy training step`` — ``ProxyLearning.learn``: CANN forward + backward, the CSNN forward,
-  Adam (BatchNorm frozen, i.e. from epoch 2 on in the notebook's schedule).
+  Adam (BatchNorm frozen, i.e. from epoch 2 on in the notebook's schedule). Its peer, the
+  notebook's structure: the same CANN forward + backward in torch, SpikingJelly's single-step
+  CSNN forward, the output swapped, MSE, Adam.
+* ``SGL training step`` — ``SurrogateGradient.learn`` (BPTT through the ATan surrogate, loss on the
+  output counts, Adam) against SpikingJelly multi-step BPTT on the same network and loss.
 
 Dense floor: multiply-adds of the conv/linear layers (SNN: the first conv once, the others T
 times; training adds the CANN forward, its weight gradients and input gradients ≈ 3 × the CANN's
@@ -47,8 +58,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import torch.nn.functional as F  # noqa: E402
+
 from snnlearn.nn import Network  # noqa: E402
-from snnlearn.rules.proxy import ProxyLearning  # noqa: E402
+from snnlearn.rules.proxy import ProxyLearning, SurrogateGradient, swap_output  # noqa: E402
 from snnlearn.runtime import tune_cpu_allocator  # noqa: E402
 
 import machine  # noqa: E402  (benchmarks/machine.py)
@@ -75,6 +88,103 @@ def layer_macs(net: Network) -> list[tuple[str, int, int]]:
             fan_out = w.shape[0]
         out.append((m.name, macs, fan_out))
     return out
+
+
+def spikingjelly_csnn(net: Network, side: str):
+    """The CSNN of ``net`` in SpikingJelly on the same parameter tensors: (static, rest), where
+    ``static(x)`` is the first conv + BN (once per image) and ``rest`` the SpikingJelly network from
+    the first IF layer on (BatchNorm in eval mode with the ``side`` running statistics, as frozen
+    in the notebook from epoch 2). None when SpikingJelly is not installed."""
+    try:
+        from spikingjelly.activation_based import layer, neuron, surrogate
+    except ImportError:
+        return None
+    cfg = net.config
+    mods: list[torch.nn.Module] = []
+
+    def bn_of(m) -> torch.nn.Module:
+        bn = layer.BatchNorm2d(m.bn.channels, eps=m.bn.eps, momentum=m.bn.momentum)
+        bn.weight, bn.bias = m.bn.weight, m.bn.bias  # shared γ, β
+        bn.running_mean.copy_(getattr(m.bn, f"running_mean_{side}"))
+        bn.running_var.copy_(getattr(m.bn, f"running_var_{side}"))
+        return bn.eval()
+
+    first = net.layers[net.first]
+    first_bn = bn_of(first) if first.bn is not None else None
+    for i in range(net.first, len(net.layers)):
+        m = net.layers[i]
+        if hasattr(m, "spike"):  # Pool: max of binary spikes = the paper's spike OR
+            mods.append(layer.MaxPool2d(m.kernel))
+            continue
+        if i > net.first:
+            if m.flatten:
+                mods.append(layer.Flatten())
+            w = m.op.weight
+            if m.is_conv:
+                op = layer.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride=m.op.stride, padding=m.op.padding,
+                                  bias=m.op.bias is not None)
+            else:
+                op = layer.Linear(w.shape[1], w.shape[0], bias=m.op.bias is not None)
+            op.weight = w  # the same Parameter: shared by construction
+            if m.op.bias is not None:
+                op.bias = m.op.bias
+            mods.append(op)
+            if m.bn is not None:
+                mods.append(bn_of(m))
+        mods.append(neuron.IFNode(v_threshold=float(cfg.threshold), v_reset=0.0,
+                                  surrogate_function=surrogate.ATan(alpha=float(cfg.alpha or 2.0)),
+                                  detach_reset=bool(cfg.detach_reset)))
+    rest = torch.nn.Sequential(*mods)
+
+    def static(x: torch.Tensor) -> torch.Tensor:
+        z = first.op(x)
+        return first_bn(z) if first_bn is not None else z
+
+    return static, rest
+
+
+def sj_single_step(static, rest, x: torch.Tensor, T: int) -> torch.Tensor:
+    """Output spike counts of T single-step calls (SpikingJelly's default step mode)."""
+    from spikingjelly.activation_based import functional
+
+    functional.set_step_mode(rest, "s")
+    functional.reset_net(rest)
+    z = static(x)
+    counts = rest(z)
+    for _ in range(T - 1):
+        counts = counts + rest(z)
+    return counts
+
+
+def sj_layer_spikes(sj, run, x: torch.Tensor, T: int) -> list[float]:
+    """Total spikes of every SpikingJelly IF layer (in order) over T steps of ``run``."""
+    from spikingjelly.activation_based import neuron
+
+    totals: list[float] = []
+    hooks = []
+    for k, m in enumerate(mm for mm in sj[1] if isinstance(mm, neuron.IFNode)):
+        totals.append(0.0)
+
+        def hook(mod, inp, out, k=k) -> None:  # returns None: the output is unchanged
+            totals[k] += float(out.sum())
+
+        hooks.append(m.register_forward_hook(hook))
+    try:
+        run(*sj, x, T)
+    finally:
+        for h in hooks:
+            h.remove()
+    return totals
+
+
+def sj_multi_step(static, rest, x: torch.Tensor, T: int) -> torch.Tensor:
+    """Output spike counts of one multi-step call on the (T, B, …) sequence."""
+    from spikingjelly.activation_based import functional
+
+    functional.set_step_mode(rest, "m")
+    functional.reset_net(rest)
+    z = static(x)
+    return rest(z.unsqueeze(0).expand(T, *z.shape)).sum(0)
 
 
 def gemm_peak_cpu_time(n: int = 1024, repeats: int = 30) -> float:
@@ -126,7 +236,19 @@ def main() -> None:
     T, B = args.T, args.batch
 
     rule = ProxyLearning(ARCH, SHAPE, 10, variant="reference", T=T, seed=0)
+    sgl = SurrogateGradient(ARCH, SHAPE, 10, variant="reference", T=T, seed=0, shift=0)
+    trained = None
+    weights = "initial weights (no --run given: most deep layers are silent)"
+    if args.run:
+        from snnlearn.train import load_run
+
+        _, trained = load_run(args.run, "best", device="cpu")
+        if trained.arch == ARCH:  # time the trained network: realistic spike rates in every layer
+            rule.net.load_state_dict(trained.net.state_dict())
+            sgl.net.load_state_dict(trained.net.state_dict())
+            weights = f"the weights of the trained run `{Path(args.run).name}`"
     rule.start_epoch(1, 100)  # BatchNorm frozen, as from the notebook's second epoch on
+    sgl.start_epoch(1, 100)
     net = rule.net
     raw, labels, real = load_images(B, "train")
     x = rule.encode(raw)
@@ -139,9 +261,70 @@ def main() -> None:
     chunks = [None if c == "all" else int(c) for c in args.chunks.split(",")]
     rows: dict[str, list[tuple[float, float]]] = {}
     net.eval()
+    # exact comparisons use NCHW convolutions, as the peers; channels-last convolutions sum in
+    # another order, so a current at the threshold can round the other way (checked below)
+    net.config.channels_last = False
     with torch.no_grad():
         ref = net.snn(x, T).counts
         assert torch.equal(single_step_peer(net, x, T), ref), "the peer and snnlearn disagree"
+
+    # SpikingJelly on the same parameters (skipped with a note when it is not installed)
+    sj = spikingjelly_csnn(net, "snn")
+    sj_sgl = spikingjelly_csnn(sgl.net, "ann")  # sgl: one set of BN statistics, the CANN's
+    onehot = F.one_hot(labels, 10).float()
+    sj_note = "SpikingJelly is not installed: its rows are skipped (`pip install spikingjelly`)."
+    if sj is not None:
+        from importlib.metadata import version
+
+        with torch.no_grad():
+            ours = net.snn(x, T, stats=True).spikes
+            for mode, fn in (("single-step", sj_single_step), ("multi-step", sj_multi_step)):
+                theirs = sj_layer_spikes(sj, fn, x, T)
+                assert len(theirs) == len(ours) - 1, (len(theirs), list(ours))
+                for k, name in enumerate(n for n in ours if n != "total"):
+                    assert theirs[k] == float(ours[name].sum()), f"SpikingJelly {mode} and snnlearn disagree in {name}"
+            sgl.net.config.channels_last = False
+            sgl_ref = sgl.net.snn(x, T).counts
+            sgl.net.config.channels_last = True
+            assert torch.equal(sj_single_step(*sj_sgl, x, T), sgl_ref), "SpikingJelly and snnlearn disagree (SGL net)"
+        per_layer = ", ".join(f"{n} {int(v.sum())}" for n, v in ours.items() if n != "total")
+        sj_note = (f"SpikingJelly {version('spikingjelly')}: the spike count of every layer equals snnlearn's "
+                   "(NCHW convolutions) in single-step and multi-step mode (checked before timing on the batch: "
+                   f"{per_layer}).")
+        net.config.channels_last = True
+        with torch.no_grad():
+            cl = net.snn(x, T, stats=True).spikes
+        diff = max(abs(float(cl[n].sum()) - float(ours[n].sum())) for n in cl)
+        sj_note += (f" snnlearn's default channels-last convolutions sum in another order: at most {diff:.0f} "
+                    "spike(s) per layer differ from the NCHW path on this batch.")
+        h = rule.hparams
+        sj_opt = torch.optim.Adam(net.parameters(), lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"],
+                                  weight_decay=h["weight_decay"])
+        hs = sgl.hparams
+        sj_sgl_opt = torch.optim.Adam(sgl.net.parameters(), lr=hs["lr"], betas=tuple(hs["betas"]), eps=hs["eps"],
+                                      weight_decay=hs["weight_decay"])
+
+        def sj_proxy_step() -> None:
+            # the notebook's step: CANN forward with its graph, the CSNN forward, the CANN output
+            # replaced by the counts, MSE, backward through the CANN, Adam
+            net.train()
+            net.set_bn_frozen(True)
+            logits = net.ann(x)
+            with torch.no_grad():
+                counts = sj_single_step(*sj, x, T)
+            loss = F.mse_loss(swap_output(logits, counts), onehot)
+            sj_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            sj_opt.step()
+
+        def sj_sgl_step() -> None:
+            # BPTT through SpikingJelly's ATan surrogate, multi-step, MSE on the output counts
+            loss = F.mse_loss(sj_multi_step(*sj_sgl, x, T), onehot)
+            sj_sgl_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            sj_sgl_opt.step()
+
+    net.config.channels_last = True  # the default, timed below
     for _ in range(args.rounds):
         with torch.no_grad():
             for c in chunks:
@@ -153,19 +336,37 @@ def main() -> None:
             net.config.channels_last = True
             rows.setdefault("CSNN forward, single-step peer (T network calls)", []).append(
                 timed(lambda: single_step_peer(net, x, T)))
+            if sj is not None:
+                rows.setdefault("CSNN forward, SpikingJelly single-step", []).append(
+                    timed(lambda: sj_single_step(*sj, x, T)))
+                rows.setdefault("CSNN forward, SpikingJelly multi-step", []).append(
+                    timed(lambda: sj_multi_step(*sj, x, T)))
         rows.setdefault("proxy training step (CANN fwd+bwd, CSNN fwd, Adam)", []).append(
             timed(lambda: rule.learn(raw, labels)))
-    peer_med = statistics.median(w for w, _ in rows["CSNN forward, single-step peer (T network calls)"])
+        if sj is not None:
+            rows.setdefault("proxy training step, SpikingJelly single-step CSNN (the notebook's structure)", []).append(
+                timed(sj_proxy_step))
+        rows.setdefault("SGL training step (BPTT, ATan surrogate, Adam)", []).append(
+            timed(lambda: sgl.learn(raw, labels)))
+        if sj is not None:
+            rows.setdefault("SGL training step, SpikingJelly multi-step BPTT", []).append(timed(sj_sgl_step))
+    floor_sgl = 3 * 2 * snn_macs / (peak * 1e9)  # BPTT: forward + input and weight gradients
+
+    def peer_of(name: str) -> str:
+        """The row a row is compared with: SpikingJelly doing the same job, else the plain peer."""
+        if name.startswith("proxy"):
+            return "proxy training step, SpikingJelly single-step CSNN (the notebook's structure)"
+        if name.startswith("SGL"):
+            return "SGL training step, SpikingJelly multi-step BPTT"
+        sj_row = "CSNN forward, SpikingJelly single-step"
+        return sj_row if sj_row in rows else "CSNN forward, single-step peer (T network calls)"
 
     # inference cost per sample
     src = "untrained network (no --run given)"
     t_inf = T
-    if args.run:
-        from snnlearn.train import load_run
-
+    if trained is not None:
         import json
 
-        _, trained = load_run(args.run, "best", device="cpu")
         net = trained.net
         t_inf = int(trained.hparams["T"])
         summ = json.loads((Path(args.run) / "summary.json").read_text())
@@ -193,11 +394,12 @@ def main() -> None:
         f"measured in this run), torch {torch.__version__}. 1-minute load average {load_before:.2f} before / "
         f"{os.getloadavg()[0]:.2f} after (a shared 2-core machine: other users' load inflates wall times; the "
         "CPU-time column does not count time spent waiting for the CPU). Generated by "
-        f"`benchmarks/bench_proxy.py --threads {args.threads} --rounds {args.rounds} --batch {B} --T {T}`.",
+        f"`benchmarks/bench_proxy.py --threads {args.threads} --rounds {args.rounds} --batch {B} --T {T} "
+        f"--chunks {args.chunks}{' --run runs/' + Path(args.run).name if args.run else ''}`.",
         "",
         f"Network: the notebook's `{ARCH}`, BN (frozen), no bias, θ = 2, T = {T}, batch {B}, "
-        f"{'real Fashion-MNIST training images' if real else 'random images'}. All CSNN rows produce identical "
-        "output spike counts (checked).",
+        f"{'real Fashion-MNIST training images' if real else 'random images'}, {weights}. Spike counts checked equal "
+        "across implementations (see below the table).",
         "",
         f"Dense floor (conv/linear multiply-adds only, at the measured GEMM peak): CSNN forward "
         f"{2 * snn_macs / 1e9:.2f} GFLOP/sample → **{1e3 * floor_snn:.1f} ms/sample**; proxy training step "
@@ -207,23 +409,27 @@ def main() -> None:
            f"{1e3 * floor_snn * peak / peak_cpu:.1f} and {1e3 * floor_train * peak / peak_cpu:.1f} ms/sample."
            if peak_cpu else ""),
         "",
-        "| implementation | wall min | wall median | CPU-time min | × floor (wall min) | × CPU-time floor (CPU-time min) | median / single-step peer median |",
+        "| implementation | CPU-time min | CPU-time median | × CPU-time floor (min) | CPU median / peer CPU median | peer | wall median |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, vals in rows.items():
-        walls = [w / B * 1e3 for w, _ in vals]
         cpus = [c / B * 1e3 for _, c in vals]
-        floor = floor_train if name.startswith("proxy") else floor_snn
-        ratio = statistics.median(w for w, _ in vals) / peer_med
+        walls = [w / B * 1e3 for w, _ in vals]
+        floor = floor_train if name.startswith("proxy") else floor_sgl if name.startswith("SGL") else floor_snn
+        peer = peer_of(name)
+        if peer in rows:
+            ratio = f"{statistics.median(cpus) / statistics.median(c / B * 1e3 for _, c in rows[peer]):.2f}"
+            peer_label = "SpikingJelly" if "SpikingJelly" in peer else "plain single-step"
+        else:
+            ratio, peer_label = "—", "— (SpikingJelly not installed)"
         cpu_x = f"{min(cpus) / (1e3 * floor * peak / peak_cpu):.2f}" if peak_cpu else "—"
-        lines.append(f"| {name} | {min(walls):.1f} | {statistics.median(walls):.1f} | {min(cpus):.1f} | "
-                     f"{min(walls) / (1e3 * floor):.2f} | {cpu_x} | {ratio:.2f} |")
+        lines.append(f"| {name} | {min(cpus):.1f} | {statistics.median(cpus):.1f} | {cpu_x} | {ratio} | {peer_label} | "
+                     f"{statistics.median(walls):.1f} |")
     lines += [
         "",
-        "Times in ms per sample (one call / batch size), over "
-        f"{args.rounds} interleaved rounds. Issue #10's reference points on this machine (2 threads, batch 20, "
-        "T = 15, not re-measured here): SpikingJelly 62 ms/sample single-step, 71 ms multi-step; the notebook "
-        "62 ms per training sample.",
+        f"Times in ms per sample (one call / batch size), over {args.rounds} interleaved rounds; CPU time is the "
+        "process time of this single-threaded process (immune to waiting for the shared CPU), wall time is for "
+        f"reference only. SGL floor: 3 × the CSNN forward's MACs (forward, input and weight gradients). {sj_note}",
         "",
         f"## Inference cost per sample ({src}, 200 {'real' if real_t else 'random'} test images, T = {t_inf})",
         "",
@@ -239,10 +445,7 @@ def main() -> None:
         f"upper bound) + the first layer's {inf_macs[0][1] / 1e6:.2f} M dense MACs, against {inf_ann / 1e6:.1f} M MACs "
         f"for the CANN and {inf_snn / 1e6:.0f} M MACs for the dense CSNN forward at T = {t_inf}.",
     ]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    machine.write_report(lines, args.out)
 
 
 if __name__ == "__main__":

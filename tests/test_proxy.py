@@ -291,3 +291,28 @@ def test_convert_analysis_of_an_ann_run(tmp_path):
     # the CANN read-out of the converted rule is the ann run's own test accuracy
     summary = json.loads((run / "summary.json").read_text())
     assert float(rows[2][1]) == summary["test_at_best_val"]["accuracy"]
+
+
+def test_spike_sum_pooling_is_the_window_sum():
+    # SpikePool2d(mode="sum") runs nn.tssl's strided-add SumPool2dFn: bit-identical to the former
+    # avg_pool2d × k² on spike maps (k = 2: every step exact), the literal window sum × scale on
+    # real-valued maps (floor on the edges), and its gradient is scale on every pooled position
+    from snnlearn.nn import SpikePool2d
+
+    g = torch.Generator().manual_seed(5)
+    spikes = (torch.rand(3, 2, 4, 7, 9, generator=g) < 0.4).float() * 0.75
+    pool = SpikePool2d(2, "sum", scale=1.1)
+    assert torch.equal(pool(spikes), F.avg_pool2d(spikes.flatten(0, 1), 2).unflatten(0, (3, 2)) * (4 * 1.1))
+    x = torch.rand(2, 3, 8, 7, generator=g, dtype=F64).requires_grad_()
+    y = SpikePool2d(3, "sum", scale=0.5)(x)
+    ref = torch.zeros(2, 3, 2, 2, dtype=F64)
+    for i in range(2):
+        for j in range(2):
+            for a in range(3):
+                for b in range(3):
+                    ref[:, :, i, j] += x.detach()[:, :, 3 * i + a, 3 * j + b]
+    torch.testing.assert_close(y.detach(), ref * 0.5, rtol=1e-15, atol=1e-15)
+    y.sum().backward()
+    expect = torch.zeros_like(x)
+    expect[:, :, :6, :6] = 0.5
+    assert torch.equal(x.grad, expect)

@@ -163,13 +163,11 @@ def cmd_import(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    from .train import list_recipes
-    import yaml
+    from .train import list_recipes, load_recipe
 
     rows = []
     for name, path in list_recipes().items():
-        with open(path) as f:
-            r = yaml.safe_load(f)
+        r = load_recipe(path)  # resolves `base:` inheritance (ann-/sgl-/conversion- recipes)
         rows.append((name, r.get("rule", "?"), r.get("variant", "paper"), r.get("dataset", "?"), str(r.get("arch", "?")), str(r.get("paper_result", ""))))
     widths = [max(len(r[i]) for r in rows + [("recipe", "rule", "variant", "dataset", "arch", "paper")]) for i in range(6)]
     header = ("recipe", "rule", "variant", "dataset", "arch", "paper")

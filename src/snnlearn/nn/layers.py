@@ -61,8 +61,13 @@ class SpikePool2d(nn.Module):
         k = self.kernel
         if self.mode == "or":
             return F.max_pool2d(x, k)
-        y = F.avg_pool2d(x, k)
-        return y * (k * k * self.scale) if self.mode == "sum" else y
+        if self.mode == "sum":
+            # strided adds (TSSL-BP's pooling), ~5x faster than avg_pool2d × k² on the CPU and exact
+            # for spike counts; imported here because nn.tssl imports this module
+            from .tssl import SumPool2dFn
+
+            return SumPool2dFn.apply(x, k, self.scale)
+        return F.avg_pool2d(x, k)
 
     def forward(self, x: Tensor) -> Tensor:
         return fold(self.frame, x) if x.ndim == 5 else self.frame(x)
