@@ -194,6 +194,32 @@ def test_lr_decay_is_per_sample_and_survives_a_checkpoint(backend):
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_numba_training_stats_are_the_shared_strict_decision():
+    """The kernel's per-sample training stats (``nb_strict_outcome``) equal the shared
+    first-spike decision scored strictly, on outputs with unique winners, ties and silence."""
+    from snnlearn.metrics import score_decision
+    from snnlearn.rules import single_spike as ss
+
+    g = torch.Generator().manual_seed(4)
+    to = torch.randint(0, 6, (400, 4), generator=g)  # many ties
+    to[torch.rand(400, 4, generator=g) < 0.3] = 6
+    to[:20] = 6  # all silent
+    y = torch.randint(0, 4, (400,), generator=g)
+    o = score_decision(ss.first_spike_decision(to, 6, torch.zeros(400, 2)), y)
+    got = np.array([ss.nb_strict_outcome(to[b].numpy(), int(y[b]), 6) for b in range(400)])
+    np.testing.assert_array_equal(got[:, 0], o.strict_correct.double().numpy())
+    np.testing.assert_array_equal(got[:, 1], o.silent.double().numpy())
+    assert 0 < got[:, 0].sum() < 400 and got[:, 1].sum() >= 20
+    # and through learn: the numba rule reports what the torch path reports
+    a, b = make("cpff", "numba"), make("cpff", "torch")
+    x, yy = random_inputs(8, int(a.tbase[1]), a.n_classes, seed=2)
+    for i in range(8):
+        sa, sb = a.learn(x[i:i + 1], yy[i:i + 1]), b.learn(x[i:i + 1], yy[i:i + 1])
+        assert sa["correct"] == sb["correct"] and sa["silent"] == sb["silent"]
+        assert sa["loss"] == pytest.approx(sb["loss"], rel=1e-12)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
 def test_numba_kernel_runs(monkeypatch):
     """On the CPU with numba the compiled kernels do the work: with the torch path disabled,
     learning and prediction still run and reproduce the torch path's results."""

@@ -229,6 +229,7 @@ class STiDi(Rule):
         self._refresh_forward_weights()
         self._build_tables()
         self._last: dict[str, Any] | None = None
+        self._nb_buf: tuple | None = None  # numba learn buffers (times, win, T, e, disp, stats)
 
     def _refresh_forward_weights(self) -> None:
         """The forward weights: W itself, or sign(W) with sign(0) = +1 in binary mode (Eq. 22)."""
@@ -393,20 +394,20 @@ class STiDi(Rule):
 
     def _learn_numba(self, x: Tensor, y: Tensor, lrf: np.ndarray) -> dict[str, float]:
         B = x.shape[0]
-        n = int(self.tbase[-1])
-        times = np.empty((B, n), np.int64)
-        win = np.zeros((B, n), np.int64)
-        T = np.zeros((B, n), np.float64)
-        e = np.zeros((B, n), np.float64)
-        disp = np.zeros((B, n), np.float64)
-        st = np.zeros((B, 3), np.float64)
+        if self._nb_buf is None or self._nb_buf[0].shape[0] != B:
+            # kept between calls (the trainer calls once per sample): every sample writes the
+            # same entries of them, the others stay zero
+            n = int(self.tbase[-1])
+            self._nb_buf = (np.empty((B, n), np.int64), np.zeros((B, n), np.int64), np.zeros((B, n), np.float64),
+                            np.zeros((B, n), np.float64), np.zeros((B, n), np.float64), np.zeros((B, 3), np.float64))
+        times, win, T, e, disp, st = self._nb_buf
         K.learn_batch(x.numpy(), y.cpu().numpy(), self._lay, self._flat_np, self._flat_f_np, self._alpha_np, self._fp,
                       self._ip, self.gamma, lrf, self._fire_np, int(self.tbase[1]), times, win, T, e, disp, st, self._nmax,
                       self.t_max, self._kmax)
         self.n_seen += B
         self._last = {"times": times, "T": T, "e": e, "disp": disp}
-        ob = int(self.tbase[-2])
-        return self._train_stats(torch.from_numpy(times[:, ob:]), y, float(st[:, 0].mean()))
+        m = st[0] if B == 1 else st.mean(0)  # loss; strict correct and silent (nb_strict_outcome)
+        return {"loss": float(m[0]), "correct": float(m[1]), "silent": float(m[2])}
 
     def _train_stats(self, t_out: Tensor, y: Tensor, loss: float) -> dict[str, float]:
         """Training statistics of the samples just learnt (strict decision of the shared core)."""
@@ -427,7 +428,7 @@ class STiDi(Rule):
             ts = [t[0] for t, _ in fw]
             wins = [None if w is None else w[0] for _, w in fw]
             times_all[b] = torch.cat(ts)
-            st[b] = torch.tensor(self._backward_torch(ts, wins, int(y[b]), rec, b, float(lrf[b])))
+            st[b] = torch.tensor(self._backward_torch(ts, wins, int(y[b]), rec, b, float(lrf[b])), dtype=torch.float64)
             self.fire_count += torch.cat(ts[1:]) < self.t_max
         self.n_seen += B
         self._last = {"times": times_all.cpu().numpy(), **{k: v.cpu().numpy() for k, v in rec.items()}}

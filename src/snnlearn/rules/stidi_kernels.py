@@ -32,7 +32,7 @@ from ..backend import numba as _numba
 from .single_spike import HAVE_NUMBA as _CORE_NUMBA
 
 if HAVE_NUMBA and _CORE_NUMBA:
-    from .single_spike import nb_normalise, nb_relative_targets
+    from .single_spike import nb_normalise, nb_relative_targets, nb_strict_outcome
 
     # The row loop of the FC update carries two sums (Eq. 14); letting LLVM reassociate them is
     # what vectorises the loop. Only the summation order changes (the weight update itself has no
@@ -409,6 +409,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
             eq[j] = (Tq[j] - to[j]) / t_max
             loss += 0.5 * eq[j] * eq[j]
         stats[0] = loss
+        stats[1], stats[2] = nb_strict_outcome(to, label, t_max)  # training stats: strict, silent
         nb_normalise(eq, norm)
         for l in range(nl - 1, -1, -1):
             kind = lay[l, _K_KIND]
