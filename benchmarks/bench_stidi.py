@@ -42,7 +42,10 @@ from snnlearn.rules.stidi import STiDi  # noqa: E402
 
 
 def build(cfg, backend):
-    hp = {**rule_hparams(cfg), "backend": backend}
+    known = STiDi.default_hparams(cfg.get("variant", "paper"))
+    # keys this version of the rule does not know are left out (comparing against an older
+    # checkout of the kernels, with --set giving it the same values)
+    hp = {**{k: v for k, v in rule_hparams(cfg).items() if k in known}, "backend": backend}
     return STiDi(cfg["arch"], (1, 28, 28), 10, variant=cfg.get("variant", "paper"), seed=int(cfg.get("seed", 0)), **hp)
 
 
@@ -54,10 +57,11 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--n-peer", type=int, default=20, help="training samples timed on the dense torch path")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     ap.add_argument("--out", default=str(HERE / "results" / "stidi.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_recipe(args.recipe)
+    cfg = load_recipe(args.recipe, args.set)
     tr = load_dataset("mnist", "train")
     te = load_dataset("mnist", "test")
     g = torch.Generator().manual_seed(0)

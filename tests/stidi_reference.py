@@ -59,6 +59,7 @@ class ReferenceSTiDi:
         self.t_max = hp["t_max"]
         self.tau1 = hp["tau1"]
         self.tau2 = hp["tau2"]
+        self.n_learnt = 0  # samples learnt so far (the η decay of ``lr_decay_samples``)
 
     # ------------------------------------------------------------------ forward
     def encode(self, pixels):
@@ -178,6 +179,10 @@ class ReferenceSTiDi:
         """One sample: forward, targets top-down from the pre-update weights, then every layer's
         update (Eqs. 4-21, 23-25). Returns a dict of every intermediate quantity."""
         tm, t1, t2 = self.t_max, self.tau1, self.tau2
+        # η_n = η / (1 + n/N0) for the n-th sample (n from 0), the same factor for μ; N0 = 0: constant
+        n0 = self.hp.get("lr_decay_samples", 0)
+        f = 1.0 if n0 == 0 else 1.0 / (1.0 + self.n_learnt / n0)
+        self.n_learnt += 1
         times, wins = self.forward(x_times)
         nl = len(self.layers)
         T = [None] * (nl + 1)
@@ -245,15 +250,15 @@ class ReferenceSTiDi:
                     ep = eps(s, t1, t2)
                     if L["kind"] == "conv":
                         d, (n, a, b) = key
-                        g[d][n][a][b] += -L["lr"] * c[i] * ep
+                        g[d][n][a][b] += -(L["lr"] * f) * c[i] * ep
                     else:
-                        g[j][i] += -L["lr"] * c[i] * ep
+                        g[j][i] += -(L["lr"] * f) * c[i] * ep
                     if self.hp["binary"]:
                         m = self.out_map(L, i) if na > 1 else 0
                         ga[m] += c[i] * sign(wv) * ep
             dW[li] = g
             if self.hp["binary"]:
-                dA[li] = [-L["lr_alpha"] * v for v in ga]
+                dA[li] = [-(L["lr_alpha"] * f) * v for v in ga]
         # apply every update after all targets were computed
         for li, L in enumerate(self.layers):
             if dW[li] is None:

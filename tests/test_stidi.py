@@ -47,6 +47,8 @@ OPTIONS = [
     dict(binary=True, alpha_per="filter", binary_displacement="real", normalisation="none"),
     dict(displace_silent=False),
     dict(displace_silent=False, binary=True, alpha_per="filter"),
+    dict(lr_decay_samples=3),
+    dict(lr_decay_samples=2.5, binary=True, alpha_per="filter", target_rule="s4nn"),
 ]
 
 
@@ -164,6 +166,57 @@ def test_learn_batch_is_per_sample(net):
         b.learn(x[i:i + 1], y[i:i + 1])
     for wa, wb in zip(a.W, b.W):
         assert torch.equal(wa, wb)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lr_decay_is_per_sample_and_survives_a_checkpoint(backend):
+    """η_n = η/(1 + n/N0) counts samples, not calls: one batch of 6, 6 single calls, and 3 + a
+    checkpoint + 3 give the same weights; without decay the factor is exactly 1 (η unchanged)."""
+    x, y = random_inputs(6, 128, 4, seed=11)
+    a = make("cpff", backend, lr_decay_samples=2.0, binary=True)
+    b = make("cpff", backend, lr_decay_samples=2.0, binary=True)
+    a.learn(x, y)
+    for i in range(3):
+        b.learn(x[i:i + 1], y[i:i + 1])
+    c = make("cpff", backend, lr_decay_samples=2.0, binary=True, seed=5)
+    c.load_state_tensors(b.state_tensors())
+    assert int(c.n_learnt) == 3
+    for i in range(3, 6):
+        c.learn(x[i:i + 1], y[i:i + 1])
+    for wa, wc in zip(a.W, c.W):
+        assert torch.equal(wa, wc)
+    assert torch.equal(a.alpha, c.alpha)
+    np.testing.assert_array_equal(a._lr_factors(2), [1 / (1 + 6 / 2.0), 1 / (1 + 7 / 2.0)])
+    d = make("cpff", backend)
+    assert (d._lr_factors(4) == 1.0).all()
+    with pytest.raises(ValueError, match="lr_decay_samples"):
+        make("cpff", backend, lr_decay_samples=-1)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_numba_training_stats_are_the_shared_strict_decision():
+    """The kernel's per-sample training stats (``nb_strict_outcome``) equal the shared
+    first-spike decision scored strictly, on outputs with unique winners, ties and silence."""
+    from snnlearn.metrics import score_decision
+    from snnlearn.rules import single_spike as ss
+
+    g = torch.Generator().manual_seed(4)
+    to = torch.randint(0, 6, (400, 4), generator=g)  # many ties
+    to[torch.rand(400, 4, generator=g) < 0.3] = 6
+    to[:20] = 6  # all silent
+    y = torch.randint(0, 4, (400,), generator=g)
+    o = score_decision(ss.first_spike_decision(to, 6, torch.zeros(400, 2)), y)
+    got = np.array([ss.nb_strict_outcome(to[b].numpy(), int(y[b]), 6) for b in range(400)])
+    np.testing.assert_array_equal(got[:, 0], o.strict_correct.double().numpy())
+    np.testing.assert_array_equal(got[:, 1], o.silent.double().numpy())
+    assert 0 < got[:, 0].sum() < 400 and got[:, 1].sum() >= 20
+    # and through learn: the numba rule reports what the torch path reports
+    a, b = make("cpff", "numba"), make("cpff", "torch")
+    x, yy = random_inputs(8, int(a.tbase[1]), a.n_classes, seed=2)
+    for i in range(8):
+        sa, sb = a.learn(x[i:i + 1], yy[i:i + 1]), b.learn(x[i:i + 1], yy[i:i + 1])
+        assert sa["correct"] == sb["correct"] and sa["silent"] == sb["silent"]
+        assert sa["loss"] == pytest.approx(sb["loss"], rel=1e-12)
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")

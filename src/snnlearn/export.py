@@ -525,7 +525,8 @@ def from_nir(path_or_graph, device: str | torch.device = "cpu") -> Rule:
             w = w.t()
         template[key] = w
         found.add(key)
-    optional = {"fire_count", "n_seen"}  # S4NN's per-epoch firing counters (training only)
+    # training-only counters: S4NN's/STiDi's per-epoch firing counts, STiDi's η-decay sample count
+    optional = {"fire_count", "n_seen", "n_learnt"}
     missing = sorted(k for k in template if k not in found and k not in optional)
     if missing:
         raise ValueError(f"NIR graph lacks the tensors {missing} of rule {rule.name!r}")

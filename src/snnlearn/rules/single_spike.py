@@ -351,6 +351,23 @@ if HAVE_NUMBA:
         return tau
 
     @njit
+    def nb_strict_outcome(to, label, t_max):  # pragma: no cover - compiled
+        """The strict outcome of one sample's :func:`first_spike_decision` (as scored by
+        :func:`snnlearn.metrics.score_decision`): ``(correct, silent)`` in {0.0, 1.0}. Correct
+        only if the label fires first and alone; a tie or all-silent outputs are wrong."""
+        tau = t_max
+        for j in range(to.shape[0]):
+            if to[j] < tau:
+                tau = to[j]
+        if tau >= t_max:
+            return 0.0, 1.0
+        n = 0
+        for j in range(to.shape[0]):
+            if to[j] == tau:
+                n += 1
+        return (1.0 if (n == 1 and to[label] == tau) else 0.0), 0.0
+
+    @njit
     def nb_decision_counts(times, tbase, t_max, out):  # pragma: no cover - compiled
         """:func:`spike_counts_until_decision` of one sample: ``times`` holds every layer's
         times back to back (layer ``l`` at ``tbase[l]:tbase[l+1]``, output last). Writes

@@ -118,6 +118,7 @@ class STiDi(Rule):
             "lr_alpha": [0.0001, 0.001, 0.0001],  # μ, Table 6
             "binary_displacement": "effective",
             "displace_silent": True,  # Eq. 14 for silent presynaptic neurons too (fake spike at t_max)
+            "lr_decay_samples": 0,  # N0 of η_n = η/(1 + n/N0) (0: constant η, the paper)
             "dead_neuron_fraction": 0.0,
             "dead_neuron_layers": "none",  # "none" | "hidden" | "all"
             "dtype": "float64",
@@ -183,6 +184,9 @@ class STiDi(Rule):
         self.lr = ss.per_layer(self, "lr", nlrn, check=lambda v: v >= 0, expected="must be >= 0")
         self.beta = ss.per_layer(self, "beta", nlrn, check=lambda v: v >= 0, expected="must be >= 0")
         self.init_ranges = ss.layer_init_ranges(self, "init_ranges", nlrn, _TABLE1["init_ranges"])
+        self.lr_decay_samples = float(h["lr_decay_samples"])
+        if not (self.lr_decay_samples >= 0) or math.isinf(self.lr_decay_samples):
+            raise self.hparam_error("lr_decay_samples", h["lr_decay_samples"], "must be a finite number >= 0 (0: no decay)")
         if self.binary:  # the binary-only hyperparameters are checked only when they are used
             self.lr_alpha = ss.per_layer(self, "lr_alpha", nlrn, check=lambda v: v >= 0, expected="must be >= 0")
             self.alpha_ranges = ss.layer_init_ranges(self, "alpha_init", nlrn, [[0.0, 2.0]] * nlrn)
@@ -221,9 +225,11 @@ class STiDi(Rule):
                     torch.rand(L["na"], generator=self.generator, device=self.device, dtype=torch.float64) * (hi - lo) + lo)
         self.fire_count = torch.zeros(int(self.tbase[-1] - self.tbase[1]), dtype=torch.int64, device=self.device)
         self.n_seen = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.n_learnt = torch.zeros((), dtype=torch.int64, device=self.device)  # over all epochs (η decay)
         self._refresh_forward_weights()
         self._build_tables()
         self._last: dict[str, Any] | None = None
+        self._nb_buf: tuple | None = None  # numba learn buffers (times, win, T, e, disp, stats)
 
     def _refresh_forward_weights(self) -> None:
         """The forward weights: W itself, or sign(W) with sign(0) = +1 in binary mode (Eq. 22)."""
@@ -371,26 +377,37 @@ class STiDi(Rule):
             raise ValueError(f"rule 'stidi': {B} samples but {y.shape[0]} labels")
         if int(y.min()) < 0 or int(y.max()) >= self.n_classes:
             raise ValueError(f"rule 'stidi': labels must lie in 0..{self.n_classes - 1}, got {y.tolist()[:8]}")
+        lrf = self._lr_factors(B)
+        self.n_learnt += B
         if self.backend == "numba":
-            return self._learn_numba(x, y)
-        return self._learn_torch(x, y)
+            return self._learn_numba(x, y, lrf)
+        return self._learn_torch(x, y, lrf)
 
-    def _learn_numba(self, x: Tensor, y: Tensor) -> dict[str, float]:
+    def _lr_factors(self, B: int) -> np.ndarray:
+        """Per-sample learning-rate factors ``1/(1 + n/N0)`` of the next ``B`` samples, ``n`` the
+        number of samples learnt before (over all epochs), ``N0`` = ``lr_decay_samples``; all 1.0
+        (exactly the constant η of the paper) when ``N0 = 0``. They scale η and μ (``lr_alpha``)."""
+        if self.lr_decay_samples == 0:
+            return np.ones(B, np.float64)
+        n = np.arange(int(self.n_learnt), int(self.n_learnt) + B, dtype=np.float64)
+        return 1.0 / (1.0 + n / self.lr_decay_samples)
+
+    def _learn_numba(self, x: Tensor, y: Tensor, lrf: np.ndarray) -> dict[str, float]:
         B = x.shape[0]
-        n = int(self.tbase[-1])
-        times = np.empty((B, n), np.int64)
-        win = np.zeros((B, n), np.int64)
-        T = np.zeros((B, n), np.float64)
-        e = np.zeros((B, n), np.float64)
-        disp = np.zeros((B, n), np.float64)
-        st = np.zeros((B, 3), np.float64)
+        if self._nb_buf is None or self._nb_buf[0].shape[0] != B:
+            # kept between calls (the trainer calls once per sample): every sample writes the
+            # same entries of them, the others stay zero
+            n = int(self.tbase[-1])
+            self._nb_buf = (np.empty((B, n), np.int64), np.zeros((B, n), np.int64), np.zeros((B, n), np.float64),
+                            np.zeros((B, n), np.float64), np.zeros((B, n), np.float64), np.zeros((B, 3), np.float64))
+        times, win, T, e, disp, st = self._nb_buf
         K.learn_batch(x.numpy(), y.cpu().numpy(), self._lay, self._flat_np, self._flat_f_np, self._alpha_np, self._fp,
-                      self._ip, self.gamma, self._fire_np, int(self.tbase[1]), times, win, T, e, disp, st, self._nmax,
+                      self._ip, self.gamma, lrf, self._fire_np, int(self.tbase[1]), times, win, T, e, disp, st, self._nmax,
                       self.t_max, self._kmax)
         self.n_seen += B
         self._last = {"times": times, "T": T, "e": e, "disp": disp}
-        ob = int(self.tbase[-2])
-        return self._train_stats(torch.from_numpy(times[:, ob:]), y, float(st[:, 0].mean()))
+        m = st[0] if B == 1 else st.mean(0)  # loss; strict correct and silent (nb_strict_outcome)
+        return {"loss": float(m[0]), "correct": float(m[1]), "silent": float(m[2])}
 
     def _train_stats(self, t_out: Tensor, y: Tensor, loss: float) -> dict[str, float]:
         """Training statistics of the samples just learnt (strict decision of the shared core)."""
@@ -400,7 +417,7 @@ class STiDi(Rule):
         o = score_decision(d, y.to(t_out.device))
         return {"loss": loss, "correct": float(o.strict_correct.double().mean()), "silent": float(o.silent.double().mean())}
 
-    def _learn_torch(self, x: Tensor, y: Tensor) -> dict[str, float]:
+    def _learn_torch(self, x: Tensor, y: Tensor, lrf: np.ndarray) -> dict[str, float]:
         n = int(self.tbase[-1])
         B = x.shape[0]
         rec = {k: torch.zeros(B, n, dtype=torch.float64, device=self.device) for k in ("T", "e", "disp")}
@@ -411,14 +428,16 @@ class STiDi(Rule):
             ts = [t[0] for t, _ in fw]
             wins = [None if w is None else w[0] for _, w in fw]
             times_all[b] = torch.cat(ts)
-            st[b] = torch.tensor(self._backward_torch(ts, wins, int(y[b]), rec, b))
+            st[b] = torch.tensor(self._backward_torch(ts, wins, int(y[b]), rec, b, float(lrf[b])), dtype=torch.float64)
             self.fire_count += torch.cat(ts[1:]) < self.t_max
         self.n_seen += B
         self._last = {"times": times_all.cpu().numpy(), **{k: v.cpu().numpy() for k, v in rec.items()}}
         return self._train_stats(times_all[:, int(self.tbase[-2]):], y, float(st[:, 0].mean()))
 
-    def _backward_torch(self, ts: list[Tensor], wins: list, label: int, rec: dict[str, Tensor], b: int) -> list[float]:
-        """Steps 1-7 of the module docstring for one sample (vectorised, float64)."""
+    def _backward_torch(self, ts: list[Tensor], wins: list, label: int, rec: dict[str, Tensor], b: int,
+                        lrf: float = 1.0) -> list[float]:
+        """Steps 1-7 of the module docstring for one sample (vectorised, float64); ``lrf`` scales
+        η and μ (:meth:`_lr_factors`)."""
         h = self.hparams
         tm = self.t_max
         nl = len(self.layers)
@@ -483,7 +502,7 @@ class STiDi(Rule):
                 cE = E * c.view(1, -1)
                 if need_disp:
                     disp[l] = -self.beta[li] * (self._dv(wdisp, S) * c.view(1, -1)).sum(1)
-                dW = -self.lr[li] * cE
+                dW = -(self.lr[li] * lrf) * cE
                 ga = (cE * wf).sum().view(1)
             else:
                 k, cin, cout = L["k"], L["cin"], L["cout"]
@@ -492,7 +511,7 @@ class STiDi(Rule):
                 S = tpost.view(cout, 1, Ho * Wo).to(torch.float64) - P.unsqueeze(0)  # (cout, cin·k², pos)
                 cc = c.view(cout, 1, Ho * Wo)
                 E = self._eps(S)
-                dW = (-self.lr[li] * (E * cc).sum(2)).view(cout, cin, k, k)
+                dW = (-(self.lr[li] * lrf) * (E * cc).sum(2)).view(cout, cin, k, k)
                 gterm = (E * cc).sum(2) * wf.view(cout, -1)
                 ga = gterm.sum(1) if L["na"] > 1 else gterm.sum().view(1)
                 if need_disp:
@@ -513,7 +532,7 @@ class STiDi(Rule):
             self.W[li].add_(dW.to(self.dtype))
             if self.binary:
                 sl = slice(L["aoff"], L["aoff"] + L["na"])
-                self.alpha[sl] = self.alpha[sl] - self.lr_alpha[li] * ga
+                self.alpha[sl] = self.alpha[sl] - (self.lr_alpha[li] * lrf) * ga
         return stats
 
     def last_step(self) -> dict[str, Any]:
@@ -588,6 +607,7 @@ class STiDi(Rule):
         s["alpha"] = self.alpha.clone()
         s["fire_count"] = self.fire_count.clone()
         s["n_seen"] = self.n_seen.clone()
+        s["n_learnt"] = self.n_learnt.clone()
         return s
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
@@ -602,6 +622,8 @@ class STiDi(Rule):
             self.fire_count.copy_(tensors["fire_count"].to(self.device, torch.int64))
         if "n_seen" in tensors:
             self.n_seen.copy_(tensors["n_seen"].to(self.device, torch.int64).reshape(()))
+        if "n_learnt" in tensors:  # absent in checkpoints from before the η decay
+            self.n_learnt.copy_(tensors["n_learnt"].to(self.device, torch.int64).reshape(()))
         if self.binary:
             self._flat_f.copy_(ss.binary_sign(self._flat, zero=1.0))
 

@@ -28,16 +28,16 @@ import math
 import numpy as np
 
 from ..backend import HAVE_NUMBA, njit
+from ..backend import numba as _numba
 from .single_spike import HAVE_NUMBA as _CORE_NUMBA
 
 if HAVE_NUMBA and _CORE_NUMBA:
-    import numba as _numba
-
-    from .single_spike import nb_normalise, nb_relative_targets
+    from .single_spike import nb_normalise, nb_relative_targets, nb_strict_outcome
 
     # The row loop of the FC update carries two sums (Eq. 14); letting LLVM reassociate them is
     # what vectorises the loop. Only the summation order changes (the weight update itself has no
-    # reduction), which the tests bound at 1e-12.
+    # reduction), which the tests bound at 1e-12. Same options as ``backend.njit`` otherwise (the
+    # backend module offers no fastmath variant; its numba import and guard are reused here).
     _njit_sum = _numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
 
     @_njit_sum
@@ -382,8 +382,9 @@ if HAVE_NUMBA and _CORE_NUMBA:
         return 0.0
 
     @njit
-    def backward_sample(label, lay, W, Wf, alpha, fp, ip, gamma, times, win, T, e, disp, cvec, dK, stats):  # pragma: no cover
-        """Targets, displacements, errors and updates of one sample (see the module docstring).
+    def backward_sample(label, lay, W, Wf, alpha, fp, ip, gamma, lrf, times, win, T, e, disp, cvec, dK, stats):  # pragma: no cover
+        """Targets, displacements, errors and updates of one sample (see the module docstring);
+        ``lrf`` scales η and μ (the decay factor of the sample, 1.0 without decay).
 
         ``W`` is the real weight buffer (updated in place), ``Wf`` the forward weights (``W``
         itself, or sign(W) in binary mode, refreshed here for every changed weight)."""
@@ -408,6 +409,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
             eq[j] = (Tq[j] - to[j]) / t_max
             loss += 0.5 * eq[j] * eq[j]
         stats[0] = loss
+        stats[1], stats[2] = nb_strict_outcome(to, label, t_max)  # training stats: strict, silent
         nb_normalise(eq, norm)
         for l in range(nl - 1, -1, -1):
             kind = lay[l, _K_KIND]
@@ -457,9 +459,9 @@ if HAVE_NUMBA and _CORE_NUMBA:
                 continue
             li = lay[l, _K_LIDX]
             theta = fp[li, _F_THETA]
-            lr = fp[li, _F_LR]
+            lr = fp[li, _F_LR] * lrf
             beta = fp[li, _F_BETA]
-            lra = fp[li, _F_LRA]
+            lra = fp[li, _F_LRA] * lrf
             woff = lay[l, _K_WOFF]
             aoff = lay[l, _K_AOFF]
             na = lay[l, _K_NA]
@@ -652,7 +654,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                 np.empty(kmax, np.int64), np.empty((kmax, nmax), np.float64), np.empty(nmax, np.int64))
 
     @njit
-    def learn_batch(x, y, lay, W, Wf, alpha, fp, ip, gamma, fire_count, n_in, out_times, out_win, out_T, out_e,
+    def learn_batch(x, y, lay, W, Wf, alpha, fp, ip, gamma, lrf, fire_count, n_in, out_times, out_win, out_T, out_e,
                     out_disp, out_stats, nmax, tmaxc, kmax):  # pragma: no cover - compiled
         """Per-sample training over the rows of ``x`` (each sample updates the weights before the
         next one is seen, exactly as B calls with one sample each)."""
@@ -666,7 +668,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
             for q in range(n_in, times.shape[0]):
                 if times[q] < t_max:
                     fire_count[q - n_in] += 1
-            backward_sample(y[b], lay, W, Wf, alpha, fp, ip, gamma, times, out_win[b], out_T[b], out_e[b],
+            backward_sample(y[b], lay, W, Wf, alpha, fp, ip, gamma, lrf[b], times, out_win[b], out_T[b], out_e[b],
                             out_disp[b], cvec, dK, out_stats[b])
 
     @njit
