@@ -140,10 +140,11 @@ from .single_spike import (
     reinit_neurons,
     relative_targets,
     spike_counts_until_decision,
+    strict_outcome,
 )
 
 if HAVE_NUMBA:
-    from .single_spike import nb_decision_counts, nb_normalise, nb_relative_targets
+    from .single_spike import nb_decision_counts, nb_normalise, nb_relative_targets, nb_strict_outcome
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -349,14 +350,10 @@ if HAVE_NUMBA:
         for j in range(C):
             gl[j] = (T[j] - to[j]) / t_max
             loss += 0.5 * gl[j] * gl[j]
-        correct = 1.0 if tau < t_max and to[label] == tau else 0.0
-        if correct > 0:
-            for j in range(C):
-                if j != label and to[j] == tau:
-                    correct = 0.0
+        correct, silent = nb_strict_outcome(to, label, t_max)
         stats[0] = loss
         stats[1] = correct
-        stats[2] = 1.0 if tau >= t_max else 0.0
+        stats[2] = silent
         nb_normalise(gl, norm)
         # ---- layers from the top (Eqs. 13, 15, 16 and the L2 term)
         for l in range(L - 1, -1, -1):
@@ -929,12 +926,11 @@ class S4NN(Rule):
         T = self.targets(to, y)
         e = (T - to.to(torch.float64)) / t_max
         loss = 0.5 * (e * e).sum(1)
-        tau = to.min(1).values
-        correct = (to.gather(1, y.view(-1, 1)).squeeze(1) == tau) & (tau < t_max) & ((to == tau.unsqueeze(1)).sum(1) == 1)
+        correct, silent = strict_outcome(to, y, t_max)
         stats = {
             "loss": float(loss.mean()),
             "correct": float(correct.double().mean()),
-            "silent": float((tau >= t_max).double().mean()),
+            "silent": float(silent.double().mean()),
         }
         norm = self.hparams["normalisation"]
         gs: list[Tensor] = [None] * self.n_layers  # type: ignore[list-item]

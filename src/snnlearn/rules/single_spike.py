@@ -142,6 +142,18 @@ def first_spike_decision(
 
 
 # ------------------------------------------------------------------------------ targets
+
+def strict_outcome(t_out: Tensor, labels: Tensor, t_max: int) -> tuple[Tensor, Tensor]:
+    """Per-sample strict ``(correct, silent)`` (bool, (B,)) of :func:`first_spike_decision` as
+    :func:`snnlearn.metrics.score_decision` scores it: correct only if the label fires first and
+    alone. The training statistics of every single-spike rule's torch path; the numba kernels use
+    its twin ``nb_strict_outcome``."""
+    from ..metrics import score_decision  # metrics imports rules.base; import late, no cycle
+
+    d = first_spike_decision(t_out, t_max, torch.zeros(t_out.shape[0], 2))  # counts: unused here
+    o = score_decision(d, labels.to(t_out.device))
+    return o.strict_correct, o.silent
+
 def relative_targets(t_out: Tensor, labels: Tensor, t_max: int, *, rule: str, margin: float, clamp: bool) -> Tensor:
     """Relative target firing times of the output layer, float64 (B, C).
 

@@ -411,11 +411,8 @@ class STiDi(Rule):
 
     def _train_stats(self, t_out: Tensor, y: Tensor, loss: float) -> dict[str, float]:
         """Training statistics of the samples just learnt (strict decision of the shared core)."""
-        from ..metrics import score_decision
-
-        d = ss.first_spike_decision(t_out, self.t_max, torch.zeros(t_out.shape[0], 2))  # counts unused here
-        o = score_decision(d, y.to(t_out.device))
-        return {"loss": loss, "correct": float(o.strict_correct.double().mean()), "silent": float(o.silent.double().mean())}
+        correct, silent = ss.strict_outcome(t_out, y, self.t_max)
+        return {"loss": loss, "correct": float(correct.double().mean()), "silent": float(silent.double().mean())}
 
     def _learn_torch(self, x: Tensor, y: Tensor, lrf: np.ndarray) -> dict[str, float]:
         n = int(self.tbase[-1])
