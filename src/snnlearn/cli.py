@@ -45,6 +45,8 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .compare import BUDGET_CLOCKS  # stdlib-only module: no torch import at parser build time
+
     p = argparse.ArgumentParser(prog="snnlearn", description="Train spiking neural networks with spike-time and local learning rules.")
     p.add_argument("--version", action="version", version=f"snnlearn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--collect", nargs="+", metavar="RUN_DIR", help="only tabulate these run directories (or folders of them)")
     c.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="seeds per recipe (default 0,1,2)")
     c.add_argument("--budget-minutes", type=float, help="equal-budget mode: stop every run after M minutes of training")
-    c.add_argument("--budget-clock", choices=["wall", "cpu"], default="wall",
+    c.add_argument("--budget-clock", choices=BUDGET_CLOCKS, default="wall",
                    help="what the budget measures: wall time (default) or the process's CPU time (fair on a shared machine)")
     c.add_argument("--eval-minutes", type=float,
                    help="size each rule's evaluation subset to take about E minutes per evaluation (default in the "

@@ -122,9 +122,8 @@ class SingleSpikeNet(nn.Module):
         """Raw uint8 images → first-spike times (Eq. 1); int64 times pass through (flattened)."""
         dev = self.layers[0].weight.device
         if x.dtype == torch.uint8:
-            if self.input_invert:
-                x = 255 - x
-            x = encode_first_spike(x, self.t_max, t_end=self.input_t_end, rounding=self.input_rounding)
+            x = encode_first_spike(x, self.t_max, t_end=self.input_t_end, rounding=self.input_rounding,
+                                   invert=self.input_invert)
         if x.is_floating_point():
             raise ValueError(f"SingleSpikeNet: input must be uint8 images or int64 spike times, got {x.dtype}")
         x = x.reshape(x.shape[0], -1)

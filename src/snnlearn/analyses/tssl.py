@@ -128,12 +128,13 @@ def firing_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any]
     per_layer = {k: torch.cat(counts[k]) for k in names}
     shares = {k: spike_count_shares(per_layer[k], T) for k in names}
     shares["all"] = spike_count_shares(torch.cat([per_layer[k] for k in names], 1), T)
+    rates = {k: rate_shares(v, T, edges) for k, v in shares.items()}
     rows_counts, rows_rates = [], []
     for k in [*names, "all"]:
         neurons = sizes[k] if k != "all" else sum(sizes.values())
         mean_rate = float((shares[k] * torch.arange(T + 1, dtype=torch.float64)).sum()) / T
         rows_counts.append([k, neurons, n, *[round(100 * float(v), 4) for v in shares[k]], round(100 * mean_rate, 4)])
-        rows_rates.append([k, neurons, n, *[round(100 * v, 4) for v in rate_shares(shares[k], T, edges)]])
+        rows_rates.append([k, neurons, n, *[round(100 * v, 4) for v in rates[k]]])
     out_dir = Path(out_dir)
     rate_labels = ["silent"] + [f"({lo:g},{hi:g}]" for lo, hi in zip([0.0, *edges[:-1]], edges)]
     paths = [
@@ -154,9 +155,8 @@ def firing_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any]
     for i, k in enumerate([*names, "all"]):
         xs = [j + (i - len(names) / 2) * width for j in range(T + 1)]
         ax1.bar(xs, [100 * float(v) for v in shares[k]], width, label=k, color="k" if k == "all" else f"C{i % 10}")
-        r = rate_shares(shares[k], T, edges)
-        xs = [j + (i - len(names) / 2) * width for j in range(len(r))]
-        ax2.bar(xs, [100 * v for v in r], width, label=k, color="k" if k == "all" else f"C{i % 10}")
+        xs = [j + (i - len(names) / 2) * width for j in range(len(rates[k]))]
+        ax2.bar(xs, [100 * v for v in rates[k]], width, label=k, color="k" if k == "all" else f"C{i % 10}")
     ax1.set_xticks(range(T + 1))
     ax1.set_xlabel(f"number of spikes in T = {T} steps")
     ax1.set_ylabel("neurons (%)")

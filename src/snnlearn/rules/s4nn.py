@@ -753,9 +753,8 @@ class S4NN(Rule):
     def encode(self, x: Tensor) -> Tensor:
         """uint8 images (B, *input_shape) → int64 first-spike times (B, N_in), Eq. 1
         (:func:`~snnlearn.rules.single_spike.encode_first_spike`)."""
-        if self.hparams["input_invert"]:
-            x = 255 - x.to(torch.int64)
-        t = encode_first_spike(x, self.t_max, t_end=self.hparams["input_t_end"], rounding=self.hparams["input_rounding"])
+        h = self.hparams
+        t = encode_first_spike(x, self.t_max, t_end=h["input_t_end"], rounding=h["input_rounding"], invert=h["input_invert"])
         return t.to(self.device).contiguous()
 
     def is_raw(self, x: Tensor) -> bool:

@@ -70,7 +70,8 @@ TARGET_RULES = {"s4nn": 0, "bs4nn": 1, "stidi": 2}
 
 
 # ------------------------------------------------------------------------------ input coding
-def encode_first_spike(images: Tensor, t_max: int, *, t_end: int | None = None, rounding: str = "floor") -> Tensor:
+def encode_first_spike(images: Tensor, t_max: int, *, t_end: int | None = None, rounding: str = "floor",
+                       invert: bool = False) -> Tensor:
     """Time-to-first-spike code (S4NN Eq. 1): one spike per pixel at ``⌊(255 − I)·t_end/255⌋``.
 
     Args:
@@ -79,6 +80,7 @@ def encode_first_spike(images: Tensor, t_max: int, *, t_end: int | None = None, 
         t_end: time of a black pixel; ``None`` means ``t_max`` (S4NN: black never counts). BS4NN's
             code uses ``t = 255 − I`` on a 256-slot grid, i.e. ``t_end = 255``.
         rounding: ``"floor"`` (the authors' code) or ``"round"`` (Eq. 1's bracket).
+        invert: encode ``255 − I`` (dark pixels first; S4NN's ``input_invert``, not in the paper).
 
     Returns:
         int64 times (B, N) in ``0..t_end``.
@@ -87,6 +89,8 @@ def encode_first_spike(images: Tensor, t_max: int, *, t_end: int | None = None, 
     if not 0 < t_end <= int(t_max):
         raise ValueError(f"t_end={t_end} must be in 1..t_max={t_max}")
     flat = images.reshape(images.shape[0], -1)
+    if invert:
+        flat = 255 - flat.to(torch.int64)
     return time_to_first_spike(flat, t_max=t_end, rounding=rounding)
 
 

@@ -406,7 +406,7 @@ class STiDi(Rule):
                       self.t_max, self._kmax)
         self.n_seen += B
         self._last = {"times": times, "T": T, "e": e, "disp": disp}
-        m = st[0] if B == 1 else st.mean(0)  # loss; strict correct and silent (nb_strict_outcome)
+        m = st.mean(0)  # loss; strict correct and silent (nb_strict_outcome)
         return {"loss": float(m[0]), "correct": float(m[1]), "silent": float(m[2])}
 
     def _train_stats(self, t_out: Tensor, y: Tensor, loss: float) -> dict[str, float]:
