@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..arch import parse_arch
+from ..backend import ChunkRunner
 from .layers import DualBatchNorm, RateNorm, SpikePool2d, TimeSharedDropout, fold
 from .neurons import make_neuron
+from .spike_conv import AUTO_DENSITY, SPIKE_CONV_MODES, available, event_conv2d, event_linear, weight_rows
 
 
 @dataclass
@@ -67,6 +69,14 @@ class NetConfig:
         channels_last: the SNN forward feeds spike maps to its convolutions in the channels-last
             memory layout (about 1.3× faster convolutions on the CPU; the sums are ordered
             differently, so currents differ from the NCHW path in the last bits).
+        spike_conv: how ``snn()`` computes the currents of the layers after the first (whose
+            inputs are spikes) when autograd is off: ``"dense"`` (conv/linear on all T·B
+            frames), ``"event"`` (event-driven: each input spike adds its weight slice to the
+            outputs it reaches, :mod:`snnlearn.nn.spike_conv`; work ∝ spikes) or ``"auto"``
+            (event-driven for a layer whose input density is at most
+            ``spike_conv.AUTO_DENSITY``, measured by ``benchmarks/bench_proxy.py``). The event
+            path runs on the CPU with numba only; elsewhere, and whenever autograd records
+            (BPTT), the dense path runs. ``Network.event_calls`` counts the event-driven calls.
     """
 
     bias: bool = True
@@ -84,10 +94,12 @@ class NetConfig:
     detach_reset: bool = False
     output: str = "spikes"
     channels_last: bool = True
+    spike_conv: str = "dense"
 
     def __post_init__(self) -> None:
         allowed = {"bn_stats": ("separate", "shared"), "activation": ("relu", "ratenorm"),
-                   "pool": (None, "avg"), "snn_pool": (None, "or", "avg"), "output": ("spikes", "potential")}
+                   "pool": (None, "avg"), "snn_pool": (None, "or", "avg"), "output": ("spikes", "potential"),
+                   "spike_conv": SPIKE_CONV_MODES}
         for key, ok in allowed.items():
             if getattr(self, key) not in ok:
                 raise ValueError(f"NetConfig.{key} must be one of {list(ok)}, got {getattr(self, key)!r}")
@@ -183,6 +195,10 @@ class Network(nn.Module):
             cur = spec.out_shape
         self.layers = nn.ModuleList(layers)
         self.first = next(i for i, m in enumerate(layers) if isinstance(m, Weighted))
+        #: number of event-driven conv/linear calls made by snn() (config.spike_conv)
+        self.event_calls = 0
+        self._runner = ChunkRunner("snnlearn-spike-conv")  # threads only with torch threads > 1
+        self._rows: dict[int, tuple[tuple, Tensor]] = {}  # weight laid out for the event kernels
         self.reset_parameters()
 
     # ----------------------------------------------------------------------------- helpers
@@ -225,6 +241,36 @@ class Network(nn.Module):
         if not self.config.channels_last:
             return m.op
         return lambda f: m.op(f.contiguous(memory_format=torch.channels_last))
+
+    def _event_driven(self, m: Weighted, h: Tensor) -> bool:
+        """Whether the current of ``m`` from the spike input ``h`` is computed event-driven."""
+        mode = self.config.spike_conv
+        if mode == "dense" or torch.is_grad_enabled() or not available(h):
+            return False
+        if mode == "event":
+            return True
+        density = float(torch.count_nonzero(h)) / max(1, h.numel())
+        return density <= AUTO_DENSITY["conv" if m.is_conv else "linear"]
+
+    def _current(self, m: Weighted, h: Tensor) -> Tensor:
+        """The conv/linear current of a layer after the first from its input ``h`` (T, B, …)."""
+        if not self._event_driven(m, h):
+            return fold(self._conv_op(m), h) if m.is_conv else m.op(h)
+        self.event_calls += 1
+        w = m.op.weight
+        # the kernel's weight layout, rebuilt only when the weights change (in-place updates bump _version)
+        key = (w.data_ptr(), w._version, h.dtype)
+        cached = self._rows.get(id(m))
+        if cached is None or cached[0] != key:
+            cached = (key, weight_rows(w, h.dtype))
+            self._rows[id(m)] = cached
+        t, b = h.shape[:2]
+        f = h.reshape(t * b, *h.shape[2:])
+        if m.is_conv:
+            y = event_conv2d(f, w, m.op.bias, m.op.stride, m.op.padding, runner=self._runner, rows=cached[1])
+        else:
+            y = event_linear(f, w, m.op.bias, runner=self._runner, rows=cached[1])
+        return y.reshape(t, b, *y.shape[1:])
 
     def snn_threshold(self, m: Weighted) -> tuple[float | Tensor, Tensor | None]:
         """(threshold, spike amplitude or None for 1) of a layer's SNN neurons."""
@@ -326,7 +372,7 @@ class Network(nn.Module):
                 else:
                     if m.flatten:
                         h = h.flatten(2)
-                    cur = fold(self._conv_op(m), h) if m.is_conv else m.op(h)
+                    cur = self._current(m, h)
                     if m.bn is not None:
                         cur = fold(lambda f, m=m, n=n: m.bn(f, side, T=n), cur)
                     const = None
