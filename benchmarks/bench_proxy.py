@@ -31,6 +31,14 @@ between rows of one round are more reliable than absolute times):
 * ``SGL training step`` — ``SurrogateGradient.learn`` (BPTT through the ATan surrogate, loss on the
   output counts, Adam) against SpikingJelly multi-step BPTT on the same network and loss.
 
+* ``event-driven convolutions`` (``NetConfig.spike_conv="event"``, :mod:`snnlearn.nn.spike_conv`,
+  numba): under ``no_grad`` every conv/linear layer after the first adds the weight slices of its
+  input spikes instead of running the dense op; work ∝ spikes. Timed for the CSNN forward, the
+  proxy training step (its CSNN forward runs under ``no_grad``) and the conversion baseline's
+  T = 200 evaluation; plus a crossover table: dense vs event CPU time of the network's layer
+  shapes on Bernoulli spike inputs at several rates, and the input density of each layer of the
+  timed network (``--run``: trained, i.e. realistic rates).
+
 Dense floor: multiply-adds of the conv/linear layers (SNN: the first conv once, the others T
 times; training adds the CANN forward, its weight gradients and input gradients ≈ 3 × the CANN's
 MACs), × 2 FLOP, divided by the float32 GEMM peak measured here with the same thread count
@@ -60,7 +68,7 @@ sys.path.insert(0, str(HERE))
 
 import torch.nn.functional as F  # noqa: E402
 
-from snnlearn.nn import Network  # noqa: E402
+from snnlearn.nn import Network, spike_conv  # noqa: E402
 from snnlearn.rules.proxy import ProxyLearning, SurrogateGradient, swap_output  # noqa: E402
 from snnlearn.runtime import tune_cpu_allocator  # noqa: E402
 
@@ -73,6 +81,115 @@ from test_nn import literal_snn as single_step_peer  # noqa: E402
 
 ARCH = "128C3p1-128C3p1-P2-128C3p1-P2-2560-1152-256-10"
 SHAPE = (1, 28, 28)
+EVENT = "event-driven convolutions (spike_conv=event)"
+RATES = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+
+
+def input_densities(net: Network, x: torch.Tensor, T: int) -> dict[str, float]:
+    """Fraction of nonzero inputs of every layer after the first (its input spikes, pooled) in
+    ``net.snn(x, T)``, over all T·B frames."""
+    seen: dict[str, list[float]] = {}
+    current = net._current
+
+    def record(m, h):
+        seen.setdefault(m.name, []).append(float(torch.count_nonzero(h)) / h.numel())
+        return current(m, h)
+
+    net._current = record  # an instance attribute shadows the method for this call only
+    try:
+        with torch.no_grad():
+            net.snn(x, T)
+    finally:
+        del net._current
+    return {k: sum(v) / len(v) for k, v in seen.items()}
+
+
+def crossover(net: Network, frames: int, rounds: int) -> tuple[list[str], dict[str, float | None]]:
+    """Dense vs event CPU time of every layer after the first on Bernoulli spike inputs at the
+    rates ``RATES`` (``frames`` frames, best of ``rounds``): table lines and, per layer, the rate
+    where the two cost the same (linear interpolation of the time ratio; None if event never wins
+    or always wins in the range)."""
+    g = torch.Generator().manual_seed(0)
+    specs = [s for s in net.architecture.layers if s.kind in ("conv", "linear")]
+    layers = list(zip(net.weighted, specs))[1:]
+    shapes = []
+    cur = None
+    for s in net.architecture.layers:
+        if s.kind in ("conv", "linear"):
+            shapes.append(cur)
+        cur = s.out_shape
+    shapes = shapes[1:]
+    lines = ["| layer | input | " + " | ".join(f"rate {r:g}" for r in RATES) + " | crossover rate |",
+             "|---|---|" + "---|" * (len(RATES) + 1)]
+    cross: dict[str, float | None] = {}
+    for (m, spec), shape in zip(layers, shapes):
+        w, b = m.op.weight.detach(), None
+        ratios = []
+        for r in RATES:
+            x = (torch.rand(frames, *shape, generator=g) < r).float()
+            if m.is_conv:
+                x = x.contiguous(memory_format=torch.channels_last)
+                dense = lambda: F.conv2d(x, w, b, m.op.stride, m.op.padding)  # noqa: E731
+                event = lambda: spike_conv.event_conv2d(x, w, b, m.op.stride, m.op.padding)  # noqa: E731
+            else:
+                x = x.flatten(1)
+                dense = lambda: F.linear(x, w, b)  # noqa: E731
+                event = lambda: spike_conv.event_linear(x, w, b)  # noqa: E731
+            event()
+            td = min(timed(dense)[1] for _ in range(rounds))
+            te = min(timed(event)[1] for _ in range(rounds))
+            ratios.append(te / td)
+        c = None
+        for (r0, q0), (r1, q1) in zip(zip(RATES, ratios), zip(RATES[1:], ratios[1:])):
+            if q0 <= 1.0 < q1:
+                c = r0 + (1.0 - q0) * (r1 - r0) / (q1 - q0)
+                break
+        cross[m.name] = c
+        what = f"{'conv' if m.is_conv else 'linear'} {' × '.join(map(str, shape))} → {spec.size}"
+        crossing = (f"{c:.3f}" if c is not None
+                    else f"> {RATES[-1]:g} (event always faster)" if ratios[-1] <= 1.0 else f"< {RATES[0]:g} (event never faster)")
+        lines.append(f"| {m.name} | {what} | " + " | ".join(f"{q:.2f}" for q in ratios) + f" | {crossing} |")
+    return lines, cross
+
+
+def conversion_speed(trained_net: Network, calib: torch.Tensor, x: torch.Tensor, T: int = 200) -> list[str]:
+    """Images/s (CPU time) of the maxnorm-converted network (the conversion baseline's SNN) at
+    T steps with read-outs at 50 and 100, dense vs event-driven; the converted net takes the
+    trained weights and λ calibrated on ``calib``."""
+    from snnlearn.rules.conversion import Conversion
+
+    conv = Conversion(ARCH, SHAPE, 10, variant="maxnorm", seed=0)
+    conv.net.load_state_dict(trained_net.state_dict())
+    lam = conv.calibrate(calib)
+    net = conv.net.eval()
+    chunk = conv.time_chunk(x.shape[0])
+    res: dict[str, tuple[float, torch.Tensor]] = {}
+    for mode in ("dense", "event"):
+        net.config.spike_conv = mode
+        with torch.no_grad():
+            out: list = []
+            _, cpu = timed(lambda: out.append(net.snn(x, T, chunk=chunk, record=(50, 100), stats=True)))
+        res[mode] = (cpu, out[0])
+    dens = input_densities(net, x, 20)
+    d, e = res["dense"], res["event"]
+    agree = float((d[1].counts.argmax(1) == e[1].counts.argmax(1)).float().mean())
+    total = {k: float(v.sum()) for k, v in d[1].spikes.items()}
+    return [
+        f"Conversion baseline (`conversion` rule, variant `maxnorm`, λ calibrated on {calib.shape[0]} training "
+        f"images: {', '.join(f'{k} {v:.2f}' for k, v in lam.items())}), the trained weights, T = {T} with "
+        f"read-outs at 50 and 100, time_chunk {chunk}, {x.shape[0]} test images per call, one call each:",
+        "",
+        "| convolutions | CPU s per call | images/s (CPU time) |",
+        "|---|---|---|",
+        f"| dense | {d[0]:.2f} | {x.shape[0] / d[0]:.3f} |",
+        f"| event-driven | {e[0]:.2f} | {x.shape[0] / e[0]:.3f} |",
+        "",
+        f"Event / dense CPU time {e[0] / d[0]:.2f}. Same decision on {100 * agree:.0f} % of the images "
+        f"(float32 currents summed in another order). Spikes per image: "
+        f"{', '.join(f'{k} {v / x.shape[0]:.0f}' for k, v in total.items() if k != 'total')}. Input density "
+        f"(nonzero fraction over the first 20 steps) of the layers after the first: "
+        f"{', '.join(f'{k} {v:.3f}' for k, v in dens.items())}.",
+    ]
 
 
 def layer_macs(net: Network) -> list[tuple[str, int, int]]:
@@ -227,6 +344,8 @@ def main() -> None:
     p.add_argument("--chunks", default="all,5,3,1", help="time_chunk values to time, e.g. all,5,1")
     p.add_argument("--run", help="a proxy run directory: spike statistics of its trained network")
     p.add_argument("--out", default=str(HERE / "results" / "proxy.md"))
+    p.add_argument("--conversion-batch", type=int, default=4,
+                   help="images per timed conversion evaluation at T = 200 (0: skip)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()
@@ -325,6 +444,17 @@ def main() -> None:
             sj_sgl_opt.step()
 
     net.config.channels_last = True  # the default, timed below
+    have_event = spike_conv.HAVE_NUMBA
+    if have_event:
+        # the event path gives the same spikes up to float32 rounding at the threshold: say how many differ
+        net.config.spike_conv = "event"
+        with torch.no_grad():
+            ev = net.snn(x, T, stats=True, chunk=5).spikes
+        net.config.spike_conv = "dense"
+        with torch.no_grad():
+            dn = net.snn(x, T, stats=True, chunk=5).spikes
+        event_diff = max(abs(float(ev[n].sum()) - float(dn[n].sum())) for n in dn)
+        densities = input_densities(net, x, T)
     for _ in range(args.rounds):
         with torch.no_grad():
             for c in chunks:
@@ -334,6 +464,11 @@ def main() -> None:
             rows.setdefault("CSNN forward, snnlearn layer-by-layer, time_chunk=5, NCHW convolutions", []).append(
                 timed(lambda: net.snn(x, T, chunk=5)))
             net.config.channels_last = True
+            if have_event:
+                net.config.spike_conv = "event"
+                rows.setdefault(f"CSNN forward, snnlearn layer-by-layer, time_chunk=5, {EVENT}", []).append(
+                    timed(lambda: net.snn(x, T, chunk=5)))
+                net.config.spike_conv = "dense"
             rows.setdefault("CSNN forward, single-step peer (T network calls)", []).append(
                 timed(lambda: single_step_peer(net, x, T)))
             if sj is not None:
@@ -343,6 +478,10 @@ def main() -> None:
                     timed(lambda: sj_multi_step(*sj, x, T)))
         rows.setdefault("proxy training step (CANN fwd+bwd, CSNN fwd, Adam)", []).append(
             timed(lambda: rule.learn(raw, labels)))
+        if have_event:
+            net.config.spike_conv = "event"
+            rows.setdefault(f"proxy training step, {EVENT}", []).append(timed(lambda: rule.learn(raw, labels)))
+            net.config.spike_conv = "dense"
         if sj is not None:
             rows.setdefault("proxy training step, SpikingJelly single-step CSNN (the notebook's structure)", []).append(
                 timed(sj_proxy_step))
@@ -395,7 +534,8 @@ def main() -> None:
         f"{os.getloadavg()[0]:.2f} after (a shared 2-core machine: other users' load inflates wall times; the "
         "CPU-time column does not count time spent waiting for the CPU). Generated by "
         f"`benchmarks/bench_proxy.py --threads {args.threads} --rounds {args.rounds} --batch {B} --T {T} "
-        f"--chunks {args.chunks}{' --run runs/' + Path(args.run).name if args.run else ''}`.",
+        f"--chunks {args.chunks} --conversion-batch {args.conversion_batch}"
+        f"{' --run runs/' + Path(args.run).name if args.run else ''}`.",
         "",
         f"Network: the notebook's `{ARCH}`, BN (frozen), no bias, θ = 2, T = {T}, batch {B}, "
         f"{'real Fashion-MNIST training images' if real else 'random images'}, {weights}. Spike counts checked equal "
@@ -430,6 +570,34 @@ def main() -> None:
         f"Times in ms per sample (one call / batch size), over {args.rounds} interleaved rounds; CPU time is the "
         "process time of this single-threaded process (immune to waiting for the shared CPU), wall time is for "
         f"reference only. SGL floor: 3 × the CSNN forward's MACs (forward, input and weight gradients). {sj_note}",
+    ]
+    if have_event:
+        fwd = statistics.median(c for _, c in rows[f"CSNN forward, snnlearn layer-by-layer, time_chunk=5, {EVENT}"])
+        fwd_d = statistics.median(c for _, c in rows["CSNN forward, snnlearn layer-by-layer, time_chunk=5"])
+        stp = statistics.median(c for _, c in rows[f"proxy training step, {EVENT}"])
+        stp_d = statistics.median(c for _, c in rows["proxy training step (CANN fwd+bwd, CSNN fwd, Adam)"])
+        cross_lines, _ = crossover(net, frames=60, rounds=max(1, min(3, args.rounds)))
+        lines += [
+            "",
+            "## Event-driven convolutions (`spike_conv=\"event\"`)",
+            "",
+            f"Input density (nonzero fraction over the T·B frames) of every layer after the first on the timed batch, "
+            f"{weights}: {', '.join(f'{k} {v:.3f}' for k, v in densities.items())}. CPU-time medians, event / dense "
+            f"(time_chunk=5): CSNN forward {fwd / fwd_d:.2f}, proxy training step {stp / stp_d:.2f}. The event path "
+            f"sums float32 currents in another order: at most {event_diff:.0f} spike(s) per layer differ from the dense "
+            "path on this batch (float64: equal, tests/test_spike_conv.py).",
+            "",
+            "Crossover: CPU time event / dense of each layer after the first on Bernoulli spike inputs "
+            "(60 frames, best of the rounds; below 1 the event path wins):",
+            "",
+            *cross_lines,
+        ]
+        if args.conversion_batch > 0:
+            calib_raw, _, _ = load_images(100, "train")
+            conv_raw, _, _ = load_images(args.conversion_batch, "test")
+            lines += ["", *conversion_speed(trained.net if trained is not None else rule.net,
+                                            rule.encode(calib_raw), rule.encode(conv_raw))]
+    lines += [
         "",
         f"## Inference cost per sample ({src}, 200 {'real' if real_t else 'random'} test images, T = {t_inf})",
         "",

@@ -67,7 +67,7 @@ class Conversion(SharedNetRule):
         return NetConfig(bias=bool(h["bias"]), batchnorm=bool(h["batchnorm"]), bn_stats="shared",
                          activation="ratenorm" if ding else "relu", pool="avg" if ding else None,
                          snn_pool=h["snn_pool"], neuron="if", threshold=float(h["threshold"]), reset=h["reset"],
-                         output="potential")
+                         output="potential", spike_conv=h["spike_conv"])
 
     def build_net(self):
         h = self.hparams

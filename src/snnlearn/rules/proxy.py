@@ -89,7 +89,8 @@ class SharedNetRule(AutogradRule):
     ``bn_freeze_epoch`` (null: never; k: BN uses its running statistics from epoch k on, 0-based),
     ``loss`` (``ce`` | ``mse``), ``surrogate`` / ``surrogate_alpha`` / ``detach_reset`` (BPTT),
     ``time_chunk`` (steps simulated per call; null: as many as keep the largest activation under
-    2^23 values), ``eval_T`` (extra read-outs), ``eval_snn`` / ``eval_ann`` (report the other
+    2^23 values), ``spike_conv`` (``dense`` | ``event`` | ``auto``: event-driven convolutions in
+    the no-grad SNN forward, :class:`~snnlearn.nn.NetConfig`), ``eval_T`` (extra read-outs), ``eval_snn`` / ``eval_ann`` (report the other
     forward as ``accuracy/snn`` / ``accuracy/ann``).
     """
 
@@ -114,6 +115,7 @@ class SharedNetRule(AutogradRule):
             "surrogate_alpha": 2.0,
             "detach_reset": False,
             "time_chunk": None,
+            "spike_conv": "dense",
             "eval_T": [],
             "eval_snn": False,
             "eval_ann": True,
@@ -140,7 +142,7 @@ class SharedNetRule(AutogradRule):
         return NetConfig(bias=bool(h["bias"]), batchnorm=bool(h["batchnorm"]), bn_stats=self.bn_stats, neuron=h["neuron"],
                          threshold=float(h["threshold"]), reset=h["reset"], tau=float(h["tau"]),
                          surrogate=h["surrogate"], alpha=h["surrogate_alpha"],
-                         detach_reset=bool(h["detach_reset"]))
+                         detach_reset=bool(h["detach_reset"]), spike_conv=h["spike_conv"])
 
     def _check_net_hparams(self) -> None:
         h = self.hparams
@@ -148,7 +150,8 @@ class SharedNetRule(AutogradRule):
             raise self.hparam_error("T", h["T"], "must be an integer >= 1 (time steps)")
         if not (isinstance(h["threshold"], (int, float)) and h["threshold"] > 0):
             raise self.hparam_error("threshold", h["threshold"], "must be a number > 0")
-        for key, ok in (("reset", ("zero", "subtract")), ("neuron", ("if", "lif")), ("loss", ("ce", "mse"))):
+        for key, ok in (("reset", ("zero", "subtract")), ("neuron", ("if", "lif")), ("loss", ("ce", "mse")),
+                        ("spike_conv", ("dense", "event", "auto"))):
             if h[key] not in ok:
                 raise self.hparam_error(key, h[key], f"must be one of {list(ok)}")
         if h["bn_freeze_epoch"] is not None and not (isinstance(h["bn_freeze_epoch"], int) and h["bn_freeze_epoch"] >= 0):
