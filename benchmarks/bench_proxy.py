@@ -82,6 +82,7 @@ from test_nn import literal_snn as single_step_peer  # noqa: E402
 ARCH = "128C3p1-128C3p1-P2-128C3p1-P2-2560-1152-256-10"
 SHAPE = (1, 28, 28)
 EVENT = "event-driven convolutions (spike_conv=event)"
+AUTO = "spike_conv=auto (event-driven where the input density is low)"
 RATES = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 
 
@@ -124,17 +125,18 @@ def crossover(net: Network, frames: int, rounds: int) -> tuple[list[str], dict[s
     cross: dict[str, float | None] = {}
     for (m, spec), shape in zip(layers, shapes):
         w, b = m.op.weight.detach(), None
+        rows = spike_conv.weight_rows(w, torch.float32)  # made once per weight update in Network.snn
         ratios = []
         for r in RATES:
             x = (torch.rand(frames, *shape, generator=g) < r).float()
             if m.is_conv:
                 x = x.contiguous(memory_format=torch.channels_last)
                 dense = lambda: F.conv2d(x, w, b, m.op.stride, m.op.padding)  # noqa: E731
-                event = lambda: spike_conv.event_conv2d(x, w, b, m.op.stride, m.op.padding)  # noqa: E731
+                event = lambda: spike_conv.event_conv2d(x, w, b, m.op.stride, m.op.padding, rows=rows)  # noqa: E731
             else:
                 x = x.flatten(1)
                 dense = lambda: F.linear(x, w, b)  # noqa: E731
-                event = lambda: spike_conv.event_linear(x, w, b)  # noqa: E731
+                event = lambda: spike_conv.event_linear(x, w, b, rows=rows)  # noqa: E731
             event()
             td = min(timed(dense)[1] for _ in range(rounds))
             te = min(timed(event)[1] for _ in range(rounds))
@@ -152,7 +154,8 @@ def crossover(net: Network, frames: int, rounds: int) -> tuple[list[str], dict[s
     return lines, cross
 
 
-def conversion_speed(trained_net: Network, calib: torch.Tensor, x: torch.Tensor, T: int = 200) -> list[str]:
+def conversion_speed(trained_net: Network, weights: str, calib: torch.Tensor, x: torch.Tensor,
+                     T: int = 200) -> list[str]:
     """Images/s (CPU time) of the maxnorm-converted network (the conversion baseline's SNN) at
     T steps with read-outs at 50 and 100, dense vs event-driven; the converted net takes the
     trained weights and λ calibrated on ``calib``."""
@@ -164,27 +167,28 @@ def conversion_speed(trained_net: Network, calib: torch.Tensor, x: torch.Tensor,
     net = conv.net.eval()
     chunk = conv.time_chunk(x.shape[0])
     res: dict[str, tuple[float, torch.Tensor]] = {}
-    for mode in ("dense", "event"):
+    for mode in ("dense", "event", "auto"):
         net.config.spike_conv = mode
         with torch.no_grad():
             out: list = []
             _, cpu = timed(lambda: out.append(net.snn(x, T, chunk=chunk, record=(50, 100), stats=True)))
         res[mode] = (cpu, out[0])
     dens = input_densities(net, x, 20)
-    d, e = res["dense"], res["event"]
+    d, e, a = res["dense"], res["event"], res["auto"]
     agree = float((d[1].counts.argmax(1) == e[1].counts.argmax(1)).float().mean())
     total = {k: float(v.sum()) for k, v in d[1].spikes.items()}
     return [
         f"Conversion baseline (`conversion` rule, variant `maxnorm`, λ calibrated on {calib.shape[0]} training "
-        f"images: {', '.join(f'{k} {v:.2f}' for k, v in lam.items())}), the trained weights, T = {T} with "
+        f"images: {', '.join(f'{k} {v:.2f}' for k, v in lam.items())}), {weights}, T = {T} with "
         f"read-outs at 50 and 100, time_chunk {chunk}, {x.shape[0]} test images per call, one call each:",
         "",
         "| convolutions | CPU s per call | images/s (CPU time) |",
         "|---|---|---|",
         f"| dense | {d[0]:.2f} | {x.shape[0] / d[0]:.3f} |",
         f"| event-driven | {e[0]:.2f} | {x.shape[0] / e[0]:.3f} |",
+        f"| auto | {a[0]:.2f} | {x.shape[0] / a[0]:.3f} |",
         "",
-        f"Event / dense CPU time {e[0] / d[0]:.2f}. Same decision on {100 * agree:.0f} % of the images "
+        f"Event / dense CPU time {e[0] / d[0]:.2f}, auto / dense {a[0] / d[0]:.2f}. Same decision on {100 * agree:.0f} % of the images "
         f"(float32 currents summed in another order). Spikes per image: "
         f"{', '.join(f'{k} {v / x.shape[0]:.0f}' for k, v in total.items() if k != 'total')}. Input density "
         f"(nonzero fraction over the first 20 steps) of the layers after the first: "
@@ -468,6 +472,9 @@ def main() -> None:
                 net.config.spike_conv = "event"
                 rows.setdefault(f"CSNN forward, snnlearn layer-by-layer, time_chunk=5, {EVENT}", []).append(
                     timed(lambda: net.snn(x, T, chunk=5)))
+                net.config.spike_conv = "auto"
+                rows.setdefault(f"CSNN forward, snnlearn layer-by-layer, time_chunk=5, {AUTO}", []).append(
+                    timed(lambda: net.snn(x, T, chunk=5)))
                 net.config.spike_conv = "dense"
             rows.setdefault("CSNN forward, single-step peer (T network calls)", []).append(
                 timed(lambda: single_step_peer(net, x, T)))
@@ -481,6 +488,8 @@ def main() -> None:
         if have_event:
             net.config.spike_conv = "event"
             rows.setdefault(f"proxy training step, {EVENT}", []).append(timed(lambda: rule.learn(raw, labels)))
+            net.config.spike_conv = "auto"
+            rows.setdefault(f"proxy training step, {AUTO}", []).append(timed(lambda: rule.learn(raw, labels)))
             net.config.spike_conv = "dense"
         if sj is not None:
             rows.setdefault("proxy training step, SpikingJelly single-step CSNN (the notebook's structure)", []).append(
@@ -576,26 +585,31 @@ def main() -> None:
         fwd_d = statistics.median(c for _, c in rows["CSNN forward, snnlearn layer-by-layer, time_chunk=5"])
         stp = statistics.median(c for _, c in rows[f"proxy training step, {EVENT}"])
         stp_d = statistics.median(c for _, c in rows["proxy training step (CANN fwd+bwd, CSNN fwd, Adam)"])
-        cross_lines, _ = crossover(net, frames=60, rounds=max(1, min(3, args.rounds)))
+        fwd_a = statistics.median(c for _, c in rows[f"CSNN forward, snnlearn layer-by-layer, time_chunk=5, {AUTO}"])
+        stp_a = statistics.median(c for _, c in rows[f"proxy training step, {AUTO}"])
+        cross_lines, _ = crossover(net, frames=5 * B, rounds=max(1, min(3, args.rounds)))
         lines += [
             "",
             "## Event-driven convolutions (`spike_conv=\"event\"`)",
             "",
             f"Input density (nonzero fraction over the T·B frames) of every layer after the first on the timed batch, "
             f"{weights}: {', '.join(f'{k} {v:.3f}' for k, v in densities.items())}. CPU-time medians, event / dense "
-            f"(time_chunk=5): CSNN forward {fwd / fwd_d:.2f}, proxy training step {stp / stp_d:.2f}. The event path "
+            f"(time_chunk=5): CSNN forward {fwd / fwd_d:.2f}, proxy training step {stp / stp_d:.2f}; auto / dense: "
+            f"{fwd_a / fwd_d:.2f} and {stp_a / stp_d:.2f} (auto thresholds: input density ≤ "
+            f"{spike_conv.AUTO_DENSITY['conv']} for conv, ≤ {spike_conv.AUTO_DENSITY['linear']} for linear layers, "
+            f"≥ {spike_conv.AUTO_MIN_OUT} outputs). The event path "
             f"sums float32 currents in another order: at most {event_diff:.0f} spike(s) per layer differ from the dense "
             "path on this batch (float64: equal, tests/test_spike_conv.py).",
             "",
             "Crossover: CPU time event / dense of each layer after the first on Bernoulli spike inputs "
-            "(60 frames, best of the rounds; below 1 the event path wins):",
+            f"({5 * B} frames = time_chunk 5 × batch {B}, best of the rounds; below 1 the event path wins):",
             "",
             *cross_lines,
         ]
         if args.conversion_batch > 0:
             calib_raw, _, _ = load_images(100, "train")
             conv_raw, _, _ = load_images(args.conversion_batch, "test")
-            lines += ["", *conversion_speed(trained.net if trained is not None else rule.net,
+            lines += ["", *conversion_speed(trained.net if trained is not None else rule.net, weights,
                                             rule.encode(calib_raw), rule.encode(conv_raw))]
     lines += [
         "",

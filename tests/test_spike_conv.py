@@ -63,6 +63,9 @@ def test_event_linear_equals_dense_linear(amplitude):
     w, b = torch.randn(13, 45, generator=g, dtype=F64), torch.randn(13, generator=g, dtype=F64)
     assert (event_linear(x, w, b) - F.linear(x, w, b)).abs().max() < 1e-12
     assert (event_linear(x, w) - F.linear(x, w)).abs().max() < 1e-12
+    # more outputs than one column block of the kernel
+    wide = torch.randn(spike_conv.LINEAR_BLOCK + 77, 45, generator=g, dtype=F64)
+    assert (event_linear(x, wide) - F.linear(x, wide)).abs().max() < 1e-12
 
 
 def test_event_kernels_reject_bad_input():
@@ -109,9 +112,15 @@ def test_event_path_only_without_autograd_and_auto_follows_the_density(monkeypat
     net.config.spike_conv = "auto"
     monkeypatch.setitem(spike_conv.AUTO_DENSITY, "conv", 1.0)
     monkeypatch.setitem(spike_conv.AUTO_DENSITY, "linear", 0.0)
+    monkeypatch.setattr(spike_conv, "AUTO_MIN_OUT", 1)
     with torch.no_grad():
         assert torch.equal(net.snn(x, 9).counts, fast)
     assert net.event_calls == 4 + 2  # the two conv layers, not the linear ones
+    monkeypatch.setitem(spike_conv.AUTO_DENSITY, "linear", 1.0)
+    monkeypatch.setattr(spike_conv, "AUTO_MIN_OUT", 20)  # 6, 8 channels and 10 outputs: dense
+    with torch.no_grad():
+        assert torch.equal(net.snn(x, 9).counts, fast)
+    assert net.event_calls == 4 + 2 + 1  # the 24-unit linear layer only
 
 
 @needs_numba

@@ -45,7 +45,8 @@ from ..arch import parse_arch
 from ..backend import ChunkRunner
 from .layers import DualBatchNorm, RateNorm, SpikePool2d, TimeSharedDropout, fold
 from .neurons import make_neuron
-from .spike_conv import AUTO_DENSITY, SPIKE_CONV_MODES, available, event_conv2d, event_linear, weight_rows
+from . import spike_conv
+from .spike_conv import SPIKE_CONV_MODES, available, event_conv2d, event_linear, weight_rows
 
 
 @dataclass
@@ -74,7 +75,8 @@ class NetConfig:
             frames), ``"event"`` (event-driven: each input spike adds its weight slice to the
             outputs it reaches, :mod:`snnlearn.nn.spike_conv`; work ∝ spikes) or ``"auto"``
             (event-driven for a layer whose input density is at most
-            ``spike_conv.AUTO_DENSITY``, measured by ``benchmarks/bench_proxy.py``). The event
+            ``spike_conv.AUTO_DENSITY`` and that has at least ``spike_conv.AUTO_MIN_OUT``
+            outputs, from the crossovers measured by ``benchmarks/bench_proxy.py``). The event
             path runs on the CPU with numba only; elsewhere, and whenever autograd records
             (BPTT), the dense path runs. ``Network.event_calls`` counts the event-driven calls.
     """
@@ -249,8 +251,10 @@ class Network(nn.Module):
             return False
         if mode == "event":
             return True
+        if m.op.weight.shape[0] < spike_conv.AUTO_MIN_OUT:
+            return False
         density = float(torch.count_nonzero(h)) / max(1, h.numel())
-        return density <= AUTO_DENSITY["conv" if m.is_conv else "linear"]
+        return density <= spike_conv.AUTO_DENSITY["conv" if m.is_conv else "linear"]
 
     def _current(self, m: Weighted, h: Tensor) -> Tensor:
         """The conv/linear current of a layer after the first from its input ``h`` (T, B, …)."""

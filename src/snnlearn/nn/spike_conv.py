@@ -36,10 +36,18 @@ from torch import Tensor
 from ..backend import HAVE_NUMBA, ChunkRunner, chunk_plan, njit
 
 #: ``spike_conv="auto"`` takes the event path for a layer whose input has at most this fraction of
-#: nonzero values (conv and linear layers), measured in benchmarks/results/proxy.md.
-AUTO_DENSITY = {"conv": 0.0, "linear": 0.0}
+#: nonzero values and at least AUTO_MIN_OUT output channels/features. Crossovers measured on the
+#: proxy notebook network at 100 frames per call, one thread (benchmarks/results/proxy.md): 3×3
+#: convolutions with 128 output channels and linear layers with 1152-2560 outputs ≈ 0.2; a
+#: linear layer with 256 outputs ≈ 0.1; 10 outputs: never (the per-event overhead is not
+#: amortised over a short weight row). The threshold sits below the crossovers.
+AUTO_DENSITY = {"conv": 0.15, "linear": 0.15}
+AUTO_MIN_OUT = 128
 
 SPIKE_CONV_MODES = ("dense", "event", "auto")
+
+#: output columns per block of the event-driven linear kernel (512 float32 = 2 KiB per row)
+LINEAR_BLOCK = 512
 
 
 def available(x: Tensor) -> bool:
@@ -51,12 +59,19 @@ if HAVE_NUMBA:
 
     @njit
     def _axpy_rows(o, wk, act, amp, na, ones):  # pragma: no cover - compiled
-        """o += Σ_q amp[q] · wk[act[q]] over the na active rows, four rows per pass over o (the
-        output row is loaded and stored once per four inputs; only the summation order differs
-        from one row at a time). ``ones``: every amplitude is 1 (binary spikes: no multiply)."""
+        """o += Σ_q amp[q] · wk[act[q]] over the na active rows, eight (binary) or four rows per
+        pass over o (the output row is loaded and stored once per pass; only the summation order
+        differs from one row at a time). ``ones``: every amplitude is 1 (binary spikes: no
+        multiply)."""
         co = o.shape[0]
         q = 0
         if ones:
+            while q + 8 <= na:
+                w0, w1, w2, w3 = wk[act[q]], wk[act[q + 1]], wk[act[q + 2]], wk[act[q + 3]]
+                w4, w5, w6, w7 = wk[act[q + 4]], wk[act[q + 5]], wk[act[q + 6]], wk[act[q + 7]]
+                for j in range(co):
+                    o[j] += ((w0[j] + w1[j]) + (w2[j] + w3[j])) + ((w4[j] + w5[j]) + (w6[j] + w7[j]))
+                q += 8
             while q + 4 <= na:
                 w0, w1, w2, w3 = wk[act[q]], wk[act[q + 1]], wk[act[q + 2]], wk[act[q + 3]]
                 for j in range(co):
@@ -125,12 +140,42 @@ if HAVE_NUMBA:
 
     @njit
     def _linear_events(x, wt, out, n0, n1):  # pragma: no cover - compiled
-        """out[n] += Σ_i x[n, i] · wt[i] for n in [n0, n1): x (N, I), wt (I, O), out (N, O)."""
-        act = np.empty(x.shape[1], np.intp)
-        amp = np.empty(x.shape[1], x.dtype)
+        """out[n] += Σ_i x[n, i] · wt[i] for n in [n0, n1): x (N, I), wt (I, O), out (N, O).
+
+        Input-major over the frames (the spikes as a compressed sparse column matrix: for every
+        input, the frames where it is active) and in blocks of LINEAR_BLOCK output columns: a
+        block of a weight row is read once and added to every frame where its input spiked, while
+        the output block of the frames stays in cache. One weight row per active input and frame
+        (the frame-major order) streams the whole weight matrix from memory for every frame."""
+        I, O = wt.shape[0], wt.shape[1]
+        start = np.zeros(I + 1, np.intp)
         for n in range(n0, n1):
-            na, ones = _gather(x[n], act, amp)
-            _axpy_rows(out[n], wt, act, amp, na, ones)
+            for i in range(I):
+                if x[n, i] != 0:
+                    start[i + 1] += 1
+        for i in range(I):
+            start[i + 1] += start[i]
+        frames = np.empty(start[I], np.intp)
+        fill = start[:I].copy()
+        for n in range(n0, n1):
+            for i in range(I):
+                if x[n, i] != 0:
+                    frames[fill[i]] = n
+                    fill[i] += 1
+        for j0 in range(0, O, LINEAR_BLOCK):
+            j1 = min(O, j0 + LINEAR_BLOCK)
+            for i in range(I):
+                wr = wt[i, j0:j1]
+                for p in range(start[i], start[i + 1]):
+                    n = frames[p]
+                    a = x[n, i]
+                    o = out[n, j0:j1]
+                    if a == 1:
+                        for j in range(j1 - j0):
+                            o[j] += wr[j]
+                    else:
+                        for j in range(j1 - j0):
+                            o[j] += a * wr[j]
 
 
 def _run(kernel, n: int, runner: ChunkRunner | None, *args) -> None:
