@@ -22,9 +22,18 @@ on one path and not the other, as with the channels-last convolutions).
 float64) and must not be used where gradients are needed (they return tensors without a
 graph); :class:`snnlearn.nn.Network` calls them from ``snn()`` under ``torch.no_grad()`` when
 ``NetConfig.spike_conv`` asks for it. ``available(x)`` says whether a tensor can take this path.
-``density_threshold`` (:data:`AUTO_DENSITY`) is the input density (nonzero fraction) below which
-``spike_conv="auto"`` chooses the event path; it comes from the crossover measured by
-``benchmarks/bench_proxy.py`` (see ``benchmarks/results/proxy.md``).
+:data:`AUTO_DENSITY` (per layer kind) and :data:`AUTO_MIN_OUT` decide ``spike_conv="auto"``: the
+event path for a layer whose input density (nonzero fraction) is at most the threshold and that
+has at least that many outputs, from the crossovers measured by ``benchmarks/bench_proxy.py``
+(``benchmarks/results/proxy.md``).
+
+Example::
+
+    from snnlearn.nn import Network, NetConfig
+    net = Network("128C3p1-P2-256-10", (1, 28, 28), NetConfig(threshold=2.0, spike_conv="event"))
+    with torch.no_grad():
+        counts = net.snn(x, T=15).counts   # layers after the first: event-driven
+    net.event_calls                        # > 0: the event path ran
 """
 
 from __future__ import annotations
@@ -38,10 +47,10 @@ from ..backend import HAVE_NUMBA, ChunkRunner, chunk_plan, njit
 #: ``spike_conv="auto"`` takes the event path for a layer whose input has at most this fraction of
 #: nonzero values and at least AUTO_MIN_OUT output channels/features. Crossovers measured on the
 #: proxy notebook network at 100 frames per call, one thread (benchmarks/results/proxy.md): 3×3
-#: convolutions with 128 output channels and linear layers with 1152-2560 outputs ≈ 0.2; a
-#: linear layer with 256 outputs ≈ 0.1; 10 outputs: never (the per-event overhead is not
-#: amortised over a short weight row). The threshold sits below the crossovers.
-AUTO_DENSITY = {"conv": 0.15, "linear": 0.15}
+#: convolutions with 128 output channels ≈ 0.18-0.21; linear layers with 1152-2560 outputs
+#: ≈ 0.21-0.30, with 256 outputs ≈ 0.10-0.16; with 10 outputs never (the per-event overhead is
+#: not amortised over a short weight row). The thresholds sit below the crossovers.
+AUTO_DENSITY = {"conv": 0.15, "linear": 0.2}
 AUTO_MIN_OUT = 128
 
 SPIKE_CONV_MODES = ("dense", "event", "auto")
