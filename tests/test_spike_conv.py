@@ -98,6 +98,23 @@ def test_event_snn_forward_equals_the_literal_loop(batchnorm):
 
 
 @needs_numba
+def test_event_snn_forward_in_training_mode_updates_the_same_batchnorm_statistics():
+    # proxy learning runs the CSNN forward under no_grad in training mode: BatchNorm normalises
+    # every step with its batch statistics and updates the SNN running statistics
+    dense = small_net(batchnorm=True).train()
+    event = small_net(batchnorm=True, spike_conv="event").train()
+    event.load_state_dict(dense.state_dict())
+    x = torch.rand(5, 1, 12, 12, generator=torch.Generator().manual_seed(10), dtype=F64)
+    with torch.no_grad():
+        d, e = dense.snn(x, 9, stats=True, chunk=4), event.snn(x, 9, stats=True, chunk=4)
+    assert event.event_calls == 4 * 3
+    for name, v in d.spikes.items():
+        assert torch.equal(e.spikes[name], v), name
+    for (k, a), b in zip(dense.state_dict().items(), event.state_dict().values()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12), k
+
+
+@needs_numba
 def test_event_path_only_without_autograd_and_auto_follows_the_density(monkeypatch):
     net = small_net(spike_conv="event")
     x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(7), dtype=F64)
