@@ -43,6 +43,10 @@ weights (proxy learning, surrogate-gradient training, conversion)::
     logits = net(x)                     # ReLU CNN, max pooling
     counts = net(x, T=50)               # IF SNN: static first conv, spike pooling, output counts
     out = net.snn(x, 200, chunk=25, record=(50, 100, 200), stats=True)   # T sweep in one pass
+
+Without autograd, ``NetConfig(spike_conv="event")`` (or ``"auto"``) computes the currents of the
+layers after the first from their input spikes only (:mod:`snnlearn.nn.spike_conv`, numba, CPU):
+work in proportion to the spikes instead of the dense conv; ``net.event_calls`` counts its calls.
 """
 
 from __future__ import annotations
@@ -61,9 +65,10 @@ from .functional import (
 from .layers import DualBatchNorm, RateNorm, SpikePool2d, TimeFold, TimeSharedDropout, fold
 from .network import NetConfig, Network, Pool, SNNOutput, Weighted
 from .neurons import IF, LIF, NEURONS, make_neuron
+from .spike_conv import event_conv2d, event_linear
 
 __all__ = [
     "ATanSpike", "DualBatchNorm", "IF", "LIF", "NEURONS", "NetConfig", "Network", "Pool", "RateNorm",
     "SNNOutput", "SURROGATES", "SigmoidSpike", "SpikePool2d", "TimeFold", "TimeSharedDropout", "Weighted",
-    "fold", "if_scan", "if_step", "lif_scan", "lif_step", "make_neuron", "register_surrogate", "surrogate",
+    "event_conv2d", "event_linear", "fold", "if_scan", "if_step", "lif_scan", "lif_step", "make_neuron", "register_surrogate", "surrogate",
 ]
