@@ -187,3 +187,21 @@ def test_dense_path_without_the_kernels(monkeypatch):
     with torch.no_grad():
         assert torch.equal(net.snn(x, 7).counts, literal_snn(net, x, 7))
     assert net.event_calls == 0
+
+
+@needs_numba
+def test_proxy_rule_with_event_convolutions_learns_the_same_step():
+    # the rule's hyperparameter reaches the network; the CSNN forward of a proxy step (no_grad)
+    # runs event-driven and gives the same counts, hence the same update, as the dense one
+    from test_proxy import data, make
+
+    x, y = data()
+    dense, event = make("proxy"), make("proxy", spike_conv="event")
+    assert event.net.config.spike_conv == "event"
+    dense.learn(x, y)
+    event.learn(x, y)
+    assert event.net.event_calls > 0 and dense.net.event_calls == 0
+    for (k, a), b in zip(dense.net.state_dict().items(), event.net.state_dict().values()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12), k
+    with pytest.raises(ValueError, match="spike_conv"):
+        make("proxy", spike_conv="sparse")

@@ -43,9 +43,9 @@ from torch import Tensor, nn
 
 from ..arch import parse_arch
 from ..backend import ChunkRunner
+from . import spike_conv
 from .layers import DualBatchNorm, RateNorm, SpikePool2d, TimeSharedDropout, fold
 from .neurons import make_neuron
-from . import spike_conv
 from .spike_conv import SPIKE_CONV_MODES, available, event_conv2d, event_linear, weight_rows
 
 

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import NetConfig, Network
+from ..nn.spike_conv import SPIKE_CONV_MODES
 from ..stats import earliest_decision
 from .autograd import AutogradRule
 from .base import Decision
@@ -90,8 +91,8 @@ class SharedNetRule(AutogradRule):
     ``loss`` (``ce`` | ``mse``), ``surrogate`` / ``surrogate_alpha`` / ``detach_reset`` (BPTT),
     ``time_chunk`` (steps simulated per call; null: as many as keep the largest activation under
     2^23 values), ``spike_conv`` (``dense`` | ``event`` | ``auto``: event-driven convolutions in
-    the no-grad SNN forward, :class:`~snnlearn.nn.NetConfig`), ``eval_T`` (extra read-outs), ``eval_snn`` / ``eval_ann`` (report the other
-    forward as ``accuracy/snn`` / ``accuracy/ann``).
+    the no-grad SNN forward, :class:`~snnlearn.nn.NetConfig`), ``eval_T`` (extra read-outs),
+    ``eval_snn`` / ``eval_ann`` (report the other forward as ``accuracy/snn`` / ``accuracy/ann``).
     """
 
     variants = ("paper", "reference")
@@ -151,7 +152,7 @@ class SharedNetRule(AutogradRule):
         if not (isinstance(h["threshold"], (int, float)) and h["threshold"] > 0):
             raise self.hparam_error("threshold", h["threshold"], "must be a number > 0")
         for key, ok in (("reset", ("zero", "subtract")), ("neuron", ("if", "lif")), ("loss", ("ce", "mse")),
-                        ("spike_conv", ("dense", "event", "auto"))):
+                        ("spike_conv", SPIKE_CONV_MODES)):
             if h[key] not in ok:
                 raise self.hparam_error(key, h[key], f"must be one of {list(ok)}")
         if h["bn_freeze_epoch"] is not None and not (isinstance(h["bn_freeze_epoch"], int) and h["bn_freeze_epoch"] >= 0):
