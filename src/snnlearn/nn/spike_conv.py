@@ -48,7 +48,7 @@ from ..backend import HAVE_NUMBA, ChunkRunner, chunk_plan, njit
 #: nonzero values and at least AUTO_MIN_OUT output channels/features. Crossovers measured on the
 #: proxy notebook network at 100 frames per call, one thread (benchmarks/results/proxy.md): 3×3
 #: convolutions with 128 output channels ≈ 0.18-0.21; linear layers with 1152-2560 outputs
-#: ≈ 0.21-0.30, with 256 outputs ≈ 0.10-0.16; with 10 outputs never (the per-event overhead is
+#: ≈ 0.19-0.30, with 256 outputs ≈ 0.10-0.16; with 10 outputs never (the per-event overhead is
 #: not amortised over a short weight row). The thresholds sit below the crossovers.
 AUTO_DENSITY = {"conv": 0.15, "linear": 0.2}
 AUTO_MIN_OUT = 128
