@@ -193,8 +193,9 @@ def test_default_eval_time_and_its_errors():
 
 def _fake_run(d: Path, *, n_test: int, marker: dict | None, epochs=(10.0, 10.0), acc=0.8):
     d.mkdir(parents=True)
+    rates = {"accuracy": acc, "accuracy_reference": acc, "tie_rate": 0.0, "silent_rate": 0.0}
     hist = [{"epoch": i + 1, "train_seconds": s, "train_samples_per_second": 1000 / s,
-             "val": {"accuracy": acc, "samples_per_second": 50.0}, "test": {"accuracy": acc, "samples_per_second": 100.0}}
+             "val": {**rates, "samples_per_second": 50.0}, "test": {**rates, "samples_per_second": 100.0}}
             for i, s in enumerate(epochs)]
     (d / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
     test = {"accuracy": acc, "accuracy_reference": acc, "tie_rate": 0.0, "silent_rate": 0.0}

@@ -310,10 +310,9 @@ def _sibling_eval_limit(job: Job) -> int | None:
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from .analyses.common import history
+
+    return history(run_dir, missing_ok=True)
 
 
 BUDGET_FILE = "budget.json"

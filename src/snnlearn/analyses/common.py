@@ -37,12 +37,16 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     return path
 
 
-def history(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch records of a run (its ``metrics.jsonl``), with clear errors when there are none."""
+def history(run_dir: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """The per-epoch records of a run (its ``metrics.jsonl``), with clear errors when there are none
+    (with ``missing_ok``, a run that has not finished an epoch yet gives ``[]``); a corrupt line is
+    always an error."""
     from ..errors import UserError, one_line
 
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
+        if missing_ok:
+            return []
         raise UserError(f"{run_dir} has no metrics.jsonl; pass the --out of `snnlearn train`")
     try:
         lines = path.read_text().splitlines()
@@ -59,7 +63,7 @@ def history(run_dir: Path) -> list[dict[str, Any]]:
         if not _valid_record(row):
             raise UserError(f"{path}, line {n}: not an epoch record (needs 'epoch' and 'test' with the accuracies)")
         rows.append(row)
-    if not rows:
+    if not rows and not missing_ok:
         raise UserError(f"{path} is empty: no epoch has finished yet")
     return rows
 
