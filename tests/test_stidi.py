@@ -49,6 +49,10 @@ OPTIONS = [
     dict(displace_silent=False, binary=True, alpha_per="filter"),
     dict(lr_decay_samples=3),
     dict(lr_decay_samples=2.5, binary=True, alpha_per="filter", target_rule="s4nn"),
+    dict(learn_on="wrong"),
+    dict(learn_on="margin", psp_time="earlier"),
+    dict(learn_on="margin", binary=True, alpha_per="filter", target_clip=False, psp_time="earlier_output"),
+    dict(psp_time="earlier", pool_routing="all_spiking", binary=True, displace_silent=False),
 ]
 
 
