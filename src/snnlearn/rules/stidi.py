@@ -23,9 +23,16 @@ Learning, one sample at a time (§3), top-down, every target from the pre-update
    ``t_max``. ``target_rule="s4nn"`` uses S4NN's Eq. 17 instead (only outputs within γ of the
    winner are pushed to ``τ + γ``). Both come from :mod:`snnlearn.rules.single_spike`.
 2. Error (Eq. 4) ``e_j = (T_j − t_j)/t_max``, normalised per sample and layer
-   (``normalisation``: ``none`` = the paper as written, ``l2``, ``sum_abs``).
+   (``normalisation``: ``none`` = the paper as written, ``l2``, ``sum_abs``). Before the
+   normalisation, ``learn_on`` (not in the paper) may zero output errors: ``"all"`` keeps them
+   (the paper), ``"wrong"`` drops every one of a strictly correct sample, ``"margin"`` drops those
+   of the non-label outputs firing λ or more after the label and the label's when it leads every
+   other output by λ or more (a learnt sample then moves nothing; with L2 normalisation it would
+   otherwise step as hard as a wrong one).
 3. Update of a fully connected layer (Eq. 10): ``Δw_ji = −η (ê_j/t_max)(t_j/θ) ε(t_j − t_i)`` for
-   ``t_i ≤ t_j``; silent neurons use their fake time ``t_max`` (not gated).
+   ``t_i ≤ t_j``; silent neurons use their fake time ``t_max`` (not gated). ``psp_time="earlier"``
+   (not in the paper; ``"earlier_output"``: output layer only) takes ε here and the lags of
+   Eq. 13 at ``⌊T_j⌋`` instead of ``t_j`` when the target is earlier than the time.
 4. Displacement of the layer below (Eqs. 11-14): ``Δt_j = −β Σ_i (ê_i/t_max)(t_i/θ) dv_ij`` over
    ``t_j ≤ t_i``, with ``dv_ij = −w_ij/τ1`` if ``t_j ≤ t_i < t_j + τ1``, ``+w_ij/τ2`` if
    ``t_j + τ1 ≤ t_i < t_j + τ`` (Eq. 13), computed from the layer's weights before its update;

@@ -484,8 +484,11 @@ if HAVE_NUMBA and _CORE_NUMBA:
             eq = e[qb:qb + nout]
             cq = cvec[:nout]
             scale = float(t_max) * t_max if (kind == CONV and ip[_P_EQ15] != 0) else 1.0
+            active = False
             for i in range(nout):
                 cq[i] = eq[i] / t_max * tpost[i] / theta * scale  # Eqs. 7, 9 (Eq. 19 / Eq. 15 for conv)
+                if cq[i] != 0.0:
+                    active = True
             tv = tev[:nout]
             for i in range(nout):
                 tv[i] = tpost[i]
@@ -498,7 +501,12 @@ if HAVE_NUMBA and _CORE_NUMBA:
             if need_disp:
                 for j in range(nin):
                     dd[j] = 0.0
-            if kind == FC:
+            if not active:
+                # every term of Eqs. 10, 14, 19 and 24 carries c: a zero error moves nothing (the
+                # weights, α and the displacements stay exactly as they are), so skip the rows
+                # (learn_on="margin" zeroes the whole error of most samples once they are learnt)
+                pass
+            elif kind == FC:
                 Wl = W[woff:woff + nin * nout]
                 Fl = Wf[woff:woff + nin * nout]
                 al = alpha[aoff]
