@@ -172,6 +172,29 @@ class ReferenceSTiDi:
             T[label] = float(tmin)
         return T
 
+    def gate(self, raw, to, label):
+        """``learn_on``: "all" keeps every output error; "wrong" drops them all when the label
+        fires first and alone; "margin" (label fires) drops a non-label output's error when it
+        fires λ or more after the label, and the label's when it leads every other by λ or more
+        (silent = t_max)."""
+        mode = self.hp.get("learn_on", "all")
+        tm, g = self.t_max, self.hp["gamma"]
+        if mode == "wrong":
+            first = min(to)
+            if first < tm and to[label] == first and to.count(first) == 1:
+                return [0.0] * len(raw)
+            return list(raw)
+        if mode == "margin" and to[label] < tm:
+            out = list(raw)
+            others = [to[j] for j in range(len(to)) if j != label]
+            for j in range(len(to)):
+                if j != label and to[j] >= to[label] + g:
+                    out[j] = 0.0
+            if to[label] + g <= min([tm] + others):
+                out[label] = 0.0
+            return out
+        return list(raw)
+
     def clip(self, v):
         return min(max(v, 0.0), float(self.t_max)) if self.hp["target_clip"] else v
 
@@ -190,7 +213,7 @@ class ReferenceSTiDi:
         disp = [None] * (nl + 1)  # raw displacement Δt of each hidden layer (incl. pool layers)
         T[nl] = self.output_targets(times[nl], label)
         raw = [(T[nl][j] - times[nl][j]) / tm for j in range(len(times[nl]))]
-        e[nl] = self.normalise(raw)
+        e[nl] = self.normalise(self.gate(raw, times[nl], label))
         dW = [None] * nl
         dA = [None] * nl
         for li in range(nl - 1, -1, -1):
@@ -220,6 +243,14 @@ class ReferenceSTiDi:
                 continue
             theta = L["threshold"]
             c = [e[q][i] / tm * tpost[i] / theta for i in range(len(tpost))]  # Eqs. 7, 9
+            # the time of the postsynaptic neuron at which ε and the lags of Eq. 13 are taken
+            tev = list(tpost)
+            mode = self.hp.get("psp_time", "actual")
+            if mode == "earlier" or (mode == "earlier_output" and li == nl - 1):
+                for i in range(len(tpost)):
+                    Ti = T[q][i]
+                    if Ti is not None and Ti >= 0 and Ti < tpost[i]:
+                        tev[i] = math.floor(Ti)
             if L["kind"] == "conv" and self.hp["conv_loss"] == "eq15":
                 c = [v * tm * tm for v in c]
             # displacement of the layer below (Eqs. 11-14), from the pre-update weights
@@ -230,7 +261,7 @@ class ReferenceSTiDi:
                         continue  # silent presynaptic neurons get no displacement
                     weff = (self.alpha_of(L, self.out_map(L, i)) * sign(wv)
                             if self.hp["binary"] and self.hp["binary_displacement"] == "effective" else wv)
-                    s = tpost[i] - tpre[j]
+                    s = tev[i] - tpre[j]
                     d_below[j] += -L["beta"] * c[i] * dv_dt(weff, s, t1, t2)
                 disp[li] = d_below
                 below = self.layers[li - 1]
@@ -245,8 +276,8 @@ class ReferenceSTiDi:
             na = len(L["alpha"]) if self.hp["binary"] else 1
             ga = [0.0] * na
             for i, j, wv, key in self.synapses(L, keys=True):
-                s = tpost[i] - tpre[j]
-                if tpre[j] <= tpost[i]:  # Eq. 6
+                s = tev[i] - tpre[j]
+                if tpre[j] <= tev[i]:  # Eq. 6
                     ep = eps(s, t1, t2)
                     if L["kind"] == "conv":
                         d, (n, a, b) = key

@@ -49,6 +49,10 @@ OPTIONS = [
     dict(displace_silent=False, binary=True, alpha_per="filter"),
     dict(lr_decay_samples=3),
     dict(lr_decay_samples=2.5, binary=True, alpha_per="filter", target_rule="s4nn"),
+    dict(learn_on="wrong"),
+    dict(learn_on="margin", psp_time="earlier"),
+    dict(learn_on="margin", binary=True, alpha_per="filter", target_clip=False, psp_time="earlier_output"),
+    dict(psp_time="earlier", pool_routing="all_spiking", binary=True, displace_silent=False),
 ]
 
 
@@ -166,6 +170,36 @@ def test_learn_batch_is_per_sample(net):
         b.learn(x[i:i + 1], y[i:i + 1])
     for wa, wb in zip(a.W, b.W):
         assert torch.equal(wa, wb)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["wrong", "margin"])
+def test_learn_on_gates_learnt_samples(backend, mode):
+    """``learn_on``: a sample the gate counts as learnt (strictly correct for "wrong"; label ahead
+    of every other output by λ or more for "margin") has zero error in every layer and leaves the
+    weights and α bit-identical; a tie is learnt (with "wrong" exactly as with ``learn_on="all"``)."""
+    rule = make("cpff", backend, learn_on=mode, binary=True, gamma=1.0)
+    full = make("cpff", backend, learn_on="all", binary=True, gamma=1.0)
+    x, _ = random_inputs(64, int(rule.tbase[1]), rule.n_classes, seed=21)
+    to = rule.forward_times(x)[-1]
+    first = to.min(1).values
+    lab = to.argmin(1)
+    alone = (to == first[:, None]).sum(1) == 1
+    # the winner as label: integer times, λ = 1, so "alone" is both strictly correct and λ ahead
+    learnt = (first < T_MAX) & alone
+    keep = (first < T_MAX) & ~alone  # a tie: wrong under the strict rule, inside the margin
+    assert learnt.any() and keep.any()
+    b = int(torch.nonzero(learnt)[0])
+    before = [w.clone() for w in rule.W], rule.alpha.clone()
+    rule.learn(x[b:b + 1], lab[b:b + 1])
+    assert all(torch.equal(w, w0) for w, w0 in zip(rule.W, before[0])) and torch.equal(rule.alpha, before[1])
+    assert all(float(e.abs().sum()) == 0.0 for e in rule.last_step()["e"][1:])
+    k = int(torch.nonzero(keep)[0])
+    rule.learn(x[k:k + 1], lab[k:k + 1])
+    assert not all(torch.equal(a, c) for a, c in zip(rule.W, before[0]))
+    if mode == "wrong":  # "margin" still drops the outputs of a tie's sample that are λ behind
+        full.learn(x[k:k + 1], lab[k:k + 1])
+        assert all(torch.equal(a, c) for a, c in zip(rule.W, full.W)) and torch.equal(rule.alpha, full.alpha)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

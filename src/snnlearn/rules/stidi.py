@@ -23,9 +23,16 @@ Learning, one sample at a time (§3), top-down, every target from the pre-update
    ``t_max``. ``target_rule="s4nn"`` uses S4NN's Eq. 17 instead (only outputs within γ of the
    winner are pushed to ``τ + γ``). Both come from :mod:`snnlearn.rules.single_spike`.
 2. Error (Eq. 4) ``e_j = (T_j − t_j)/t_max``, normalised per sample and layer
-   (``normalisation``: ``none`` = the paper as written, ``l2``, ``sum_abs``).
+   (``normalisation``: ``none`` = the paper as written, ``l2``, ``sum_abs``). Before the
+   normalisation, ``learn_on`` (not in the paper) may zero output errors: ``"all"`` keeps them
+   (the paper), ``"wrong"`` drops every one of a strictly correct sample, ``"margin"`` drops those
+   of the non-label outputs firing λ or more after the label and the label's when it leads every
+   other output by λ or more (a learnt sample then moves nothing; with L2 normalisation it would
+   otherwise step as hard as a wrong one).
 3. Update of a fully connected layer (Eq. 10): ``Δw_ji = −η (ê_j/t_max)(t_j/θ) ε(t_j − t_i)`` for
-   ``t_i ≤ t_j``; silent neurons use their fake time ``t_max`` (not gated).
+   ``t_i ≤ t_j``; silent neurons use their fake time ``t_max`` (not gated). ``psp_time="earlier"``
+   (not in the paper; ``"earlier_output"``: output layer only) takes ε here and the lags of
+   Eq. 13 at ``⌊T_j⌋`` instead of ``t_j`` when the target is earlier than the time.
 4. Displacement of the layer below (Eqs. 11-14): ``Δt_j = −β Σ_i (ê_i/t_max)(t_i/θ) dv_ij`` over
    ``t_j ≤ t_i``, with ``dv_ij = −w_ij/τ1`` if ``t_j ≤ t_i < t_j + τ1``, ``+w_ij/τ2`` if
    ``t_j + τ1 ≤ t_i < t_j + τ`` (Eq. 13), computed from the layer's weights before its update;
@@ -118,6 +125,8 @@ class STiDi(Rule):
             "lr_alpha": [0.0001, 0.001, 0.0001],  # μ, Table 6
             "binary_displacement": "effective",
             "displace_silent": True,  # Eq. 14 for silent presynaptic neurons too (fake spike at t_max)
+            "learn_on": "all",  # "wrong" | "margin": which output errors a sample keeps (not in the paper)
+            "psp_time": "actual",  # "earlier": ε and Eq. 13 at the earlier of time and target (not in the paper)
             "lr_decay_samples": 0,  # N0 of η_n = η/(1 + n/N0) (0: constant η, the paper)
             "dead_neuron_fraction": 0.0,
             "dead_neuron_layers": "none",  # "none" | "hidden" | "all"
@@ -147,7 +156,8 @@ class STiDi(Rule):
                              ("normalisation", ("none", "l2", "sum_abs")), ("pool_routing", ("winner", "all_spiking")),
                              ("conv_loss", ("eq19", "eq15")), ("alpha_per", ("layer", "filter")),
                              ("binary_displacement", ("effective", "real")), ("dtype", tuple(_DTYPES)),
-                             ("dead_neuron_layers", ("none", "hidden", "all"))):
+                             ("dead_neuron_layers", ("none", "hidden", "all")),
+                             ("learn_on", ("all", "wrong", "margin")), ("psp_time", ("actual", "earlier", "earlier_output"))):
             if h[key] not in allowed:
                 raise self.hparam_error(key, h[key], f"must be one of {list(allowed)}")
         if float(h["gamma"]) != float(h["gamma"]) or float(h["gamma"]) < 0:
@@ -281,6 +291,8 @@ class STiDi(Rule):
         ip[K._P_BINARY] = int(self.binary)
         ip[K._P_DISP_EFF] = int(h["binary_displacement"] == "effective")
         ip[K._P_DISP_SILENT] = int(bool(h["displace_silent"]))
+        ip[K._P_PSP_TIME] = {"actual": 0, "earlier": 1, "earlier_output": 2}[h["psp_time"]]
+        ip[K._P_LEARN_ON] = {"all": K.LEARN_ALL, "wrong": K.LEARN_WRONG, "margin": K.LEARN_MARGIN}[h["learn_on"]]
         self._ip = ip
         self.gamma = float(h["gamma"])
         fcs = [L["nout"] for L in self.layers if L["kind"] == "fc"]
@@ -445,6 +457,7 @@ class STiDi(Rule):
                                 rule=h["target_rule"], margin=self.gamma, clamp=clip)[0]
         raw = (T - to.to(torch.float64)) / tm
         stats = [float(0.5 * (raw * raw).sum()), 0.0, 0.0]
+        raw = self._gate_output_error(raw, to, label)
         e = [None] * (nl + 1)
         disp = [None] * (nl + 1)
         e[nl] = ss.normalise(raw.view(1, -1), norm)[0]
@@ -486,6 +499,7 @@ class STiDi(Rule):
             li = L["lidx"]
             theta = self.threshold[li]
             c = e[q] / tm * tpost.to(torch.float64) / theta
+            tev = self._psp_times(tpost, rec["T"][b, int(self.tbase[q]):int(self.tbase[q + 1])], q == nl)
             if L["kind"] == "conv" and h["conv_loss"] == "eq15":
                 c = c * tm * tm
             wf, a = self._fwd_weight(li)
@@ -494,7 +508,7 @@ class STiDi(Rule):
                 self.binary and h["binary_displacement"] == "effective") else wreal
             need_disp = l > 0
             if L["kind"] == "fc":
-                S = tpost.view(1, -1) - tpre.view(-1, 1)  # (nin, nout)
+                S = tev.view(1, -1) - tpre.view(-1, 1)  # (nin, nout)
                 E = self._eps(S)
                 cE = E * c.view(1, -1)
                 if need_disp:
@@ -505,7 +519,7 @@ class STiDi(Rule):
                 k, cin, cout = L["k"], L["cin"], L["cout"]
                 Ho, Wo = L["h"] - k + 1, L["w"] - k + 1
                 P = Fnn.unfold(tpre.view(1, cin, L["h"], L["w"]).to(torch.float64), k)[0]  # (cin·k², pos)
-                S = tpost.view(cout, 1, Ho * Wo).to(torch.float64) - P.unsqueeze(0)  # (cout, cin·k², pos)
+                S = tev.view(cout, 1, Ho * Wo).to(torch.float64) - P.unsqueeze(0)  # (cout, cin·k², pos)
                 cc = c.view(cout, 1, Ho * Wo)
                 E = self._eps(S)
                 dW = (-(self.lr[li] * lrf) * (E * cc).sum(2)).view(cout, cin, k, k)
@@ -531,6 +545,44 @@ class STiDi(Rule):
                 sl = slice(L["aoff"], L["aoff"] + L["na"])
                 self.alpha[sl] = self.alpha[sl] - (self.lr_alpha[li] * lrf) * ga
         return stats
+
+    def _gate_output_error(self, raw: Tensor, to: Tensor, label: int) -> Tensor:
+        """``learn_on`` (not in the paper): which output errors of Eq. 4 the sample keeps, before
+        the normalisation. ``"all"``: every one (the paper). ``"wrong"``: none when the strict
+        decision is already correct (the sample is not learnt). ``"margin"``: when the label fires,
+        a non-label output that fires ``λ`` or more after it, and the label when it leads every
+        other output by ``λ`` or more, get zero error (they are already where the targets want
+        them relative to the label; a silent other counts as firing at ``t_max``)."""
+        mode = self.hparams["learn_on"]
+        tm = self.t_max
+        if mode == "wrong":
+            correct, _ = ss.strict_outcome(to.view(1, -1), torch.tensor([label], device=to.device), tm)
+            return torch.zeros_like(raw) if bool(correct[0]) else raw
+        if mode == "margin" and int(to[label]) < tm:
+            g = self.gamma
+            tl = float(to[label])
+            tof = to.to(torch.float64)
+            others = torch.ones_like(raw, dtype=torch.bool)
+            others[label] = False
+            keep = ~(others & (tof >= tl + g))
+            mo = min(float(tm), float(tof[others].min())) if others.any() else float(tm)
+            if tl + g <= mo:
+                keep[label] = False
+            return torch.where(keep, raw, torch.zeros_like(raw))
+        return raw
+
+    def _psp_times(self, tpost: Tensor, T: Tensor, output: bool) -> Tensor:
+        """``psp_time`` (not in the paper): the time of the postsynaptic neuron at which Eq. 10's
+        ``ε(t_j − t_i)`` and Eq. 13's lags are taken. ``"actual"``: its firing time (the fake time
+        ``t_max`` when silent; the paper). ``"earlier"``: ``⌊T⌋`` where its target ``T`` (≥ 0) is
+        earlier than its time, else its time (a neuron that must fire earlier strengthens the
+        inputs that count at the target time); ``"earlier_output"``: ``"earlier"`` in the output
+        layer only."""
+        mode = self.hparams["psp_time"]
+        if mode == "actual" or (mode == "earlier_output" and not output):
+            return tpost
+        earlier = (T >= 0) & (T < tpost.to(torch.float64))
+        return torch.where(earlier, torch.floor(T).to(torch.int64), tpost)
 
     def last_step(self) -> dict[str, Any]:
         """Internals of the last ``learn`` call (tests, debugging): per layer (input first) the

@@ -105,8 +105,10 @@ N_LAY_COLS = 14
 CONV, POOL, FC = 0, 1, 2
 # ip (integer parameters)
 (_P_TMAX, _P_TAU1, _P_TAU2, _P_STRICT, _P_NORM, _P_TRULE, _P_CLAMP, _P_ROUTE, _P_EQ15, _P_BINARY,
- _P_DISP_EFF, _P_DISP_SILENT) = range(12)
-N_IP = 12
+ _P_DISP_EFF, _P_DISP_SILENT, _P_LEARN_ON, _P_PSP_TIME) = range(14)
+N_IP = 14
+# learn_on codes
+LEARN_ALL, LEARN_WRONG, LEARN_MARGIN = 0, 1, 2
 # fp columns per learnable layer
 _F_THETA, _F_LR, _F_BETA, _F_LRA = range(4)
 
@@ -382,7 +384,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
         return 0.0
 
     @njit
-    def backward_sample(label, lay, W, Wf, alpha, fp, ip, gamma, lrf, times, win, T, e, disp, cvec, dK, stats):  # pragma: no cover
+    def backward_sample(label, lay, W, Wf, alpha, fp, ip, gamma, lrf, times, win, T, e, disp, cvec, dK, stats, tev):  # pragma: no cover
         """Targets, displacements, errors and updates of one sample (see the module docstring);
         ``lrf`` scales η and μ (the decay factor of the sample, 1.0 without decay).
 
@@ -410,6 +412,20 @@ if HAVE_NUMBA and _CORE_NUMBA:
             loss += 0.5 * eq[j] * eq[j]
         stats[0] = loss
         stats[1], stats[2] = nb_strict_outcome(to, label, t_max)  # training stats: strict, silent
+        gate = ip[_P_LEARN_ON]
+        if gate == LEARN_WRONG and stats[1] == 1.0:
+            for j in range(C):
+                eq[j] = 0.0
+        elif gate == LEARN_MARGIN and to[label] < t_max:
+            # outputs already on the right side of the label by the margin λ keep their time
+            mo = t_max + 0.0
+            for j in range(C):
+                if j != label:
+                    if to[j] >= to[label] + gamma:
+                        eq[j] = 0.0
+                    mo = min(mo, float(to[j]))
+            if to[label] + gamma <= mo:
+                eq[label] = 0.0
         nb_normalise(eq, norm)
         for l in range(nl - 1, -1, -1):
             kind = lay[l, _K_KIND]
@@ -468,14 +484,29 @@ if HAVE_NUMBA and _CORE_NUMBA:
             eq = e[qb:qb + nout]
             cq = cvec[:nout]
             scale = float(t_max) * t_max if (kind == CONV and ip[_P_EQ15] != 0) else 1.0
+            active = False
             for i in range(nout):
                 cq[i] = eq[i] / t_max * tpost[i] / theta * scale  # Eqs. 7, 9 (Eq. 19 / Eq. 15 for conv)
+                if cq[i] != 0.0:
+                    active = True
+            tv = tev[:nout]
+            for i in range(nout):
+                tv[i] = tpost[i]
+                if ip[_P_PSP_TIME] == 1 or (ip[_P_PSP_TIME] == 2 and l == nl - 1):
+                    Ti = T[qb + i]
+                    if Ti >= 0.0 and Ti < tpost[i]:
+                        tv[i] = int(math.floor(Ti))
             need_disp = l > 0
             dd = disp[pb:pb + nin]
             if need_disp:
                 for j in range(nin):
                     dd[j] = 0.0
-            if kind == FC:
+            if not active:
+                # every term of Eqs. 10, 14, 19 and 24 carries c: a zero error moves nothing (the
+                # weights, α and the displacements stay exactly as they are), so skip the rows
+                # (learn_on="margin" zeroes the whole error of most samples once they are learnt)
+                pass
+            elif kind == FC:
                 Wl = W[woff:woff + nin * nout]
                 Fl = Wf[woff:woff + nin * nout]
                 al = alpha[aoff]
@@ -497,7 +528,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                 ns = 0
                 for i in range(nout):
                     aq[i] = -lr * cq[i]
-                    if tpost[i] >= t_max:
+                    if tv[i] >= t_max:
                         sil[ns] = i
                         ns += 1
                 use_eff = binary and disp_eff
@@ -514,7 +545,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                         if hi == lo:
                             continue
                         for i in range(nout):
-                            x = tpost[i] - s_ + t_max
+                            x = tv[i] - s_ + t_max
                             u[i] = cq[i] * riseX[x]
                             v[i] = cq[i] * fallX[x]
                             g[i] = aq[i] * epsX[x]
@@ -541,7 +572,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                         # silent presynaptic rows meet only silent postsynaptic neurons (lag 0 of
                         # Eq. 13, rising case): a dense masked row sum, no update (ε(0) = 0)
                         for i in range(nout):
-                            u[i] = cq[i] if tpost[i] >= t_max else 0.0
+                            u[i] = cq[i] if tv[i] >= t_max else 0.0
                         for j in range(nin):
                             if tpre[j] >= t_max:
                                 ar = _row_dot(Wl[j * nout:(j + 1) * nout], u)
@@ -563,7 +594,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                                 dd[j] = -beta * (-ar / tau1 + af / tau2)
                             continue
                         for i in range(nout):
-                            s = tpost[i] - tj
+                            s = tv[i] - tj
                             if s < 0:
                                 continue
                             wv = al * frow[i] if use_eff else row[i]
@@ -612,7 +643,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                             ci = cq[i]
                             if ci == 0.0:
                                 continue
-                            ti = tpost[i]
+                            ti = tv[i]
                             mi = -lr * ci
                             for n in range(cin):
                                 for a in range(k):
@@ -662,6 +693,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
         A, used, R, F, V, keys, taps, Wt, fired = _scratch(nmax, tmaxc, kmax)
         cvec = np.empty(6 * out_times.shape[1] + 6 * t_max + 3, np.float64)
         dK = np.empty(W.shape[0] + alpha.shape[0] + 1024, np.float64)
+        tev = np.empty(out_times.shape[1], np.int64)
         for b in range(x.shape[0]):
             times = out_times[b]
             forward_sample(x[b], lay, Wf, alpha, fp, ip, times, out_win[b], A, used, R, F, V, keys, taps, Wt, fired)
@@ -669,7 +701,7 @@ if HAVE_NUMBA and _CORE_NUMBA:
                 if times[q] < t_max:
                     fire_count[q - n_in] += 1
             backward_sample(y[b], lay, W, Wf, alpha, fp, ip, gamma, lrf[b], times, out_win[b], out_T[b], out_e[b],
-                            out_disp[b], cvec, dK, out_stats[b])
+                            out_disp[b], cvec, dK, out_stats[b], tev)
 
     @njit
     def predict_range(x, lo, hi, lay, Wf, alpha, fp, ip, out_times, out_win, nmax, tmaxc, kmax):  # pragma: no cover
