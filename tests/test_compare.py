@@ -14,6 +14,7 @@ from snnlearn.cli import main
 from snnlearn.errors import UserError
 from snnlearn.rules import RULES
 from snnlearn.rules.base import Decision, Rule
+from snnlearn.train import EpochCut
 
 from datasets_available import dataset_available
 
@@ -72,9 +73,10 @@ def test_budget_cuts_the_epoch_then_stops_at_the_next():
     r.calls = 0
     b = C._Budget(0.05).wrap(r)
     b.start_epoch(0, 10)
-    for _ in range(100):
-        b.learn(torch.zeros(1, 2), torch.zeros(1))
-    assert 1 <= r.calls < 100  # the rest of the cut epoch is skipped
+    with pytest.raises(EpochCut):  # the learn() after the budget ends the epoch
+        for _ in range(100):
+            b.learn(torch.zeros(1, 2), torch.zeros(1))
+    assert 1 <= r.calls < 100
     b.end_epoch(0)
     with pytest.raises(C.BudgetReached):
         b.start_epoch(1, 10)
@@ -89,9 +91,10 @@ def test_budget_counts_only_the_samples_learned():
     b = C._Budget(0.05)
     b.wrap(r)
     r.start_epoch(0, 10)
-    for _ in range(100):
-        r.learn(torch.zeros(3, 2), torch.zeros(3))
-    assert b.samples == 3 * r.calls < 300  # the skipped rest of the cut epoch is not counted
+    with pytest.raises(EpochCut):
+        for _ in range(100):
+            r.learn(torch.zeros(3, 2), torch.zeros(3))
+    assert b.samples == 3 * r.calls < 300  # the cut rest of the epoch is not counted
     c = C._Counter()
     r2 = _Slow("2-2", (2,), 2)
     r2.calls = 0
@@ -134,8 +137,9 @@ def test_cpu_clock_budget_counts_computation_not_waiting(tmp_path):
     bb = C._Budget(0.05, clock="cpu")
     bb.wrap(busy)
     busy.start_epoch(0, 10)
-    for _ in range(100):
-        busy.learn(torch.zeros(1, 2), torch.zeros(1))
+    with pytest.raises(EpochCut):
+        for _ in range(100):
+            busy.learn(torch.zeros(1, 2), torch.zeros(1))
     assert bb.exhausted and 5 <= busy.calls <= 20
     # the ledger is what a resume counts as spent, on its own clock only
     assert C._trained_seconds(tmp_path, "cpu") == pytest.approx(b.spent)
@@ -248,22 +252,29 @@ def test_budget_mode_sizes_each_rules_evaluation(tmp_path):
     the subset that fits its evaluation time; the row says how many images it used. On the CPU
     clock the budget, the speed probe and the run directory's name count CPU time."""
     out = tmp_path / "cmp"
-    args = ["compare", "fmnist", "--seeds", "0", "--budget-minutes", "0.01", "--budget-clock", "cpu", "--eval-minutes", "0.002",
+    # a budget of 6 ms of CPU: spent after a few learn() calls of 20 samples, the next cuts the epoch
+    args = ["compare", "fmnist", "--seeds", "0", "--budget-minutes", "0.0001", "--budget-clock", "cpu", "--eval-minutes", "0.002",
             "--limit-train", "200", "--only", "tssl-fmnist-mlp", "--set", "epochs=1", "--set", "arch=784-12-10",
-            "--out", str(out), "--device", "cpu"]
+            "--set", "batch_size=20", "--out", str(out), "--device", "cpu"]
     assert main(args) == 0
-    marker = json.loads((out / "tssl-fmnist-mlp-budget0.01cpumin" / "seed0" / C.COMPARE_FILE).read_text())
+    run = out / "tssl-fmnist-mlp-budget0.0001cpumin" / "seed0"
+    marker = json.loads((run / C.COMPARE_FILE).read_text())
+    # the Trainer's own record of the cut epoch says what was learned, not the epoch's size
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    n_learned = marker["samples_trained"]
+    assert record["cut"] is True and record["train_samples"] == n_learned and n_learned in range(20, 200, 20)
+    assert record["train_samples_per_second"] == pytest.approx(n_learned / record["train_seconds"])
     n = marker["limit_test"]
     assert n == C.eval_images_for(0.12, marker["eval_speed_probe"], 5000, 10000)
-    assert 0 < marker["samples_trained"] <= 200 and marker["job_wall_seconds"] > 0
+    assert marker["job_wall_seconds"] > 0
     assert 0 < marker["train_cpu_seconds"] <= marker["job_cpu_seconds"]
-    summary = json.loads((out / "tssl-fmnist-mlp-budget0.01cpumin" / "seed0" / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["n_test"] == n and summary["n_val"] == min(n, 5000)
     row = next(csv.DictReader(open(out / "compare.csv")))
     assert int(row["n_test"]) == n and float(row["samples_trained"]) == marker["samples_trained"]
     text = (out / "compare.md").read_text()
-    assert f"N = {n}" in text and "budget 0.01 CPU min" in text and marker["budget_clock"] == "cpu"
-    assert json.loads((out / "tssl-fmnist-mlp-budget0.01cpumin" / "seed0" / C.BUDGET_FILE).read_text())["clock"] == "cpu"
+    assert f"N = {n}" in text and "budget 0.0001 CPU min" in text and marker["budget_clock"] == "cpu"
+    assert json.loads((run / C.BUDGET_FILE).read_text())["clock"] == "cpu"
 
 
 @pytest.mark.skipif(not dataset_available("fmnist"), reason="Fashion-MNIST is not available")

@@ -244,9 +244,9 @@ class BudgetReached(Exception):
 
 class _Budget:
     """Wraps a rule's ``start_epoch``/``learn``/``end_epoch`` on the instance (no global state) so
-    the run stops once ``seconds`` of training time (inside epochs) are spent. Counts the epochs
-    begun and the samples actually learned (``samples``): the rest of a cut epoch is skipped, so
-    the Trainer's per-epoch sample count would overstate it."""
+    the run stops once ``seconds`` of training time (inside epochs) are spent: the ``learn`` call
+    after that raises :class:`~snnlearn.train.EpochCut`, which ends the epoch. Counts the samples
+    actually learned (``samples``)."""
 
     def __init__(self, seconds: float, spent: float = 0.0, clock: str = "wall", ledger: Path | None = None) -> None:
         self.seconds, self.spent = float(seconds), float(spent)
@@ -260,6 +260,8 @@ class _Budget:
         self.cpu_seconds, self.c0 = 0.0, time.process_time()
 
     def wrap(self, rule):
+        from .train import EpochCut
+
         start_epoch, learn, end_epoch = rule.start_epoch, rule.learn, rule.end_epoch
 
         def budget_start_epoch(epoch: int, n_epochs: int | None = None) -> None:
@@ -269,8 +271,8 @@ class _Budget:
             start_epoch(epoch, n_epochs)
 
         def budget_learn(x, y):
-            if self.exhausted:  # the rest of a cut epoch: skipped
-                return {}
+            if self.exhausted:  # the Trainer ends the epoch here, and evaluates and checkpoints it
+                raise EpochCut
             stats = learn(x, y)
             self.samples += int(y.shape[0]) if hasattr(y, "shape") and len(y.shape) else 1
             if self.spent + self.clock() - self.t0 >= self.seconds:

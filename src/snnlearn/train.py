@@ -587,6 +587,14 @@ def _encode(rule: Rule, x: torch.Tensor) -> torch.Tensor:
     return x if x.is_floating_point() else rule.encode(x)
 
 
+class EpochCut(Exception):
+    """Raised by a wrapped ``Rule.learn`` to end the epoch early (``snnlearn.compare``'s time budget).
+
+    The Trainer stops the epoch there, records the samples actually learned (``train_samples``,
+    ``cut: true`` in ``metrics.jsonl``), and evaluates and checkpoints the partial epoch like a
+    full one. Single-process runs only."""
+
+
 @torch.no_grad()
 def evaluate(rule: Rule, dataset: ArrayDataset, batch_size: int = 1000, progress: bool = False, desc: str = "eval",
              ctx: distributed.Context | None = None) -> dict[str, Any]:
@@ -927,35 +935,42 @@ class Trainer:
             n_steps = 0
             bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{epochs}", unit="sample", disable=not self.progress, leave=False)
             t0 = time.perf_counter()
-            for lo in range(0, len(order), chunk):
-                idx = order[lo : lo + chunk]
-                batches = [(b, min(b + batch_size, len(idx))) for b in range(0, len(idx), batch_size)]
-                if ctx is None:
-                    mine = [idx[b:e] for b, e in batches]
-                    sel = idx
-                else:  # this process's contiguous shard of every global batch of the chunk
-                    mine = [idx[b:e][distributed.shard(e - b, ctx.rank, world)] for b, e in batches]
-                    sel = torch.cat(mine)
-                x = _encode(rule, train.inputs[sel])
-                y = train.labels[sel].to(self.device)
-                off = 0
-                for (b, e), part in zip(batches, mine):
-                    n_local = len(part)
-                    stats = rule.learn(x[off : off + n_local], y[off : off + n_local])
-                    off += n_local
-                    n_steps += 1
-                    for k, v in stats.items():
-                        v = float(v)
-                        if not math.isfinite(v):
-                            # caught at the step it happens: an epoch can take hours
-                            raise FloatingPointError(
-                                f"rule {rule.name!r} diverged at epoch {epoch + 1}, step {n_steps} (samples "
-                                f"{lo + b + 1}-{lo + e} of the epoch): training statistic "
-                                f"{k!r} is {v}; try a lower learning rate. The last checkpoint holds epoch {epoch}"
-                            )
-                        # per-process statistics are means over the shard: weight them to the batch's
-                        sums[k] = sums.get(k, 0.0) + (v if ctx is None else v * n_local / (e - b))
-                bar.update(len(idx))
+            n_learned, cut = 0, False  # samples learned this epoch: fewer when a hook cuts it
+            try:
+                for lo in range(0, len(order), chunk):
+                    idx = order[lo : lo + chunk]
+                    batches = [(b, min(b + batch_size, len(idx))) for b in range(0, len(idx), batch_size)]
+                    if ctx is None:
+                        mine = [idx[b:e] for b, e in batches]
+                        sel = idx
+                    else:  # this process's contiguous shard of every global batch of the chunk
+                        mine = [idx[b:e][distributed.shard(e - b, ctx.rank, world)] for b, e in batches]
+                        sel = torch.cat(mine)
+                    x = _encode(rule, train.inputs[sel])
+                    y = train.labels[sel].to(self.device)
+                    off = 0
+                    for (b, e), part in zip(batches, mine):
+                        n_local = len(part)
+                        stats = rule.learn(x[off : off + n_local], y[off : off + n_local])
+                        n_learned += e - b  # the global batch (every rank's shard)
+                        off += n_local
+                        n_steps += 1
+                        for k, v in stats.items():
+                            v = float(v)
+                            if not math.isfinite(v):
+                                # caught at the step it happens: an epoch can take hours
+                                raise FloatingPointError(
+                                    f"rule {rule.name!r} diverged at epoch {epoch + 1}, step {n_steps} (samples "
+                                    f"{lo + b + 1}-{lo + e} of the epoch): training statistic "
+                                    f"{k!r} is {v}; try a lower learning rate. The last checkpoint holds epoch {epoch}"
+                                )
+                            # per-process statistics are means over the shard: weight them to the batch's
+                            sums[k] = sums.get(k, 0.0) + (v if ctx is None else v * n_local / (e - b))
+                    bar.update(len(idx))
+            except EpochCut:  # a wrapped learn() (snnlearn.compare's budget) ended the epoch here
+                if ctx is not None:
+                    raise RuntimeError("EpochCut: an epoch cannot be cut in a distributed run") from None
+                cut = True
             if ctx is not None:
                 sums = ctx.sum_dict(sums)
             if self.device.type == "cuda":
@@ -967,11 +982,14 @@ class Trainer:
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_seconds": train_seconds,
-                "train_samples_per_second": len(train) / train_seconds if train_seconds > 0 else math.inf,
+                "train_samples": n_learned,
+                "train_samples_per_second": n_learned / train_seconds if train_seconds > 0 else math.inf,
                 "train": {k: v / max(n_steps, 1) for k, v in sums.items()},
                 "end_epoch": end_stats,
                 "world_size": world,
             }
+            if cut:
+                record["cut"] = True
             if val is not None:
                 record["val"] = evaluate(rule, val, eval_bs, self.progress, "val", ctx)
             if test is not None:
@@ -1008,7 +1026,9 @@ class Trainer:
             t = record.get("test")
             test_txt = (f"test {t['accuracy']:.4f} (reference-compatible {t['accuracy_reference']:.4f}, ties "
                         f"{t['tie_rate']:.4f}, silent {t['silent_rate']:.4f})  ") if t is not None else ""
-            self.log(f"epoch {epoch + 1}/{epochs}  {val_txt}{test_txt}{record['train_samples_per_second']:.0f} train samples/s")
+            cut_txt = f" (epoch cut after {n_learned} of {len(train)} samples)" if cut else ""
+            self.log(f"epoch {epoch + 1}/{epochs}  {val_txt}{test_txt}{record['train_samples_per_second']:.0f} train samples/s"
+                     + cut_txt)
         wall = wall_before + time.perf_counter() - t_run
         summary = self._summary(history, best, wall, data, hparams)
         if files:
