@@ -278,6 +278,21 @@ def test_budget_mode_sizes_each_rules_evaluation(tmp_path):
 
 
 @pytest.mark.skipif(not dataset_available("fmnist"), reason="Fashion-MNIST is not available")
+def test_parallel_seeds_share_one_evaluation_size(tmp_path):
+    """--jobs 2: the seeds of a row start together, so none can copy a finished sibling's size; the
+    size is measured once, before the workers start (one probe: the same speed in both markers)."""
+    out = tmp_path / "cmp"
+    args = ["compare", "fmnist", "--seeds", "0,1", "--budget-minutes", "0.002", "--eval-minutes", "0.002",
+            "--limit-train", "100", "--only", "tssl-fmnist-mlp", "--set", "epochs=1", "--set", "arch=784-12-10",
+            "--jobs", "2", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    markers = [json.loads((out / "tssl-fmnist-mlp-budget0.002min" / f"seed{s}" / C.COMPARE_FILE).read_text())
+               for s in (0, 1)]
+    assert markers[0]["eval_speed_probe"] == markers[1]["eval_speed_probe"] is not None
+    assert markers[0]["limit_test"] == markers[1]["limit_test"]
+
+
+@pytest.mark.skipif(not dataset_available("fmnist"), reason="Fashion-MNIST is not available")
 def test_compare_end_to_end_on_tiny_data(tmp_path, capsys):
     """Every F-MNIST recipe (tiny networks, 1 epoch, 30 training and 10 test samples, 0.01-minute
     budget) trained, tabulated and plotted; a second call reuses every run; --collect only

@@ -334,12 +334,14 @@ def _trained_seconds(run_dir: Path, clock: str = "wall") -> float:
 
 
 def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limit_train: int | None = None,
-            limit_test: int | None = None, threads: int | None = None, log: Callable[[str], None] = print) -> str:
+            limit_test: int | None = None, threads: int | None = None, log: Callable[[str], None] = print,
+            eval_limit: tuple[int, float] | None = None) -> str:
     """Run (or reuse, or resume) one job; returns ``"reused"``, ``"trained"`` or ``"resumed"``.
 
     With ``job.eval_minutes`` the evaluation subset size is measured first
     (:func:`choose_eval_limit`; a resumed run keeps the size it started with) and used as the
-    Trainer's ``limit_test``. ``compare.json`` records what the run did: why it stopped, the samples
+    Trainer's ``limit_test``; ``eval_limit`` (``(N, images/s)``, :func:`choose_eval_limit`) gives
+    that measurement instead, so that parallel seeds of a row share it. ``compare.json`` records what the run did: why it stopped, the samples
     actually learned, the evaluation size and the wall time of the whole job."""
     from .train import RUN_FILE, Trainer, _jsonable, _run_contents, _settings, read_json_mapping, write_json_atomic
 
@@ -367,7 +369,8 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
     elif job.eval_minutes is not None and (limit_test := _sibling_eval_limit(job)) is not None:
         log(f"compare: {job.recipe}: evaluating on {limit_test} validation and test images, like its other seeds")
     elif job.eval_minutes is not None:
-        limit_test, eval_speed_probe = choose_eval_limit(job, device=device, data_dir=data_dir, limit_train=limit_train)
+        limit_test, eval_speed_probe = eval_limit or choose_eval_limit(job, device=device, data_dir=data_dir,
+                                                                       limit_train=limit_train)
         log(f"compare: {job.recipe}: predict runs at {eval_speed_probe:.3g} images/s untrained; evaluating on "
             f"{limit_test} validation and test images (about {job.eval_minutes:g} min per evaluation)")
     prior_epochs = len(_history(d)) if resume else 0
@@ -412,6 +415,25 @@ def _run_job_quiet(args: tuple) -> tuple[str, str]:
     return str(job.run_dir), run_job(job, log=lambda s: None, **kw)
 
 
+def _shared_eval_limits(jobs: list[Job], log: Callable[[str], None], **kw: Any) -> dict[Path, tuple[int, float]]:
+    """For parallel runs: the evaluation size of every row (``OUT/<recipe>...``) whose seeds would
+    each measure their own (none finished, none started), measured once here, so that all seeds of
+    a row are evaluated on the same subset, as in a sequential comparison."""
+    from .train import _run_contents
+
+    out: dict[Path, tuple[int, float]] = {}
+    for job in jobs:
+        row = job.run_dir.parent
+        if job.eval_minutes is None or row in out or (job.run_dir / COMPARE_FILE).is_file() or _run_contents(job.run_dir):
+            continue
+        if _sibling_eval_limit(job) is None:
+            out[row] = choose_eval_limit(job, device=kw.get("device", "auto"), data_dir=kw.get("data_dir"),
+                                         limit_train=kw.get("limit_train"))
+            log(f"compare: {job.recipe}: predict runs at {out[row][1]:.3g} images/s untrained; every seed evaluates on "
+                f"{out[row][0]} validation and test images (about {job.eval_minutes:g} min per evaluation)")
+    return out
+
+
 def run_comparison(jobs: list[Job], *, jobs_at_once: int = 1, log: Callable[[str], None] = print,
                    **kw: Any) -> list[Path]:
     """Run every job (``jobs_at_once`` worker processes, one CPU thread each when > 1); returns the
@@ -424,9 +446,20 @@ def run_comparison(jobs: list[Job], *, jobs_at_once: int = 1, log: Callable[[str
     else:
         import multiprocessing as mp
 
+        import torch
+
+        from .runtime import configure_threads
+
         kw = {**kw, "threads": kw.get("threads") or 1}
+        before = torch.get_num_threads()
+        configure_threads(kw["threads"])  # the speed probes run here with the workers' thread count
+        try:
+            limits = _shared_eval_limits(jobs, log, **kw)
+        finally:
+            configure_threads(before)
         with ProcessPoolExecutor(max_workers=jobs_at_once, mp_context=mp.get_context("spawn")) as pool:
-            for run_dir, what in pool.map(_run_job_quiet, [(j, kw) for j in jobs]):
+            args = [(j, {**kw, "eval_limit": limits.get(j.run_dir.parent)}) for j in jobs]
+            for run_dir, what in pool.map(_run_job_quiet, args):
                 log(f"compare: {run_dir}: {what}")
     return [j.run_dir for j in jobs]
 
