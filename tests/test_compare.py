@@ -141,14 +141,42 @@ def test_cpu_clock_budget_counts_computation_not_waiting(tmp_path):
         for _ in range(100):
             busy.learn(torch.zeros(1, 2), torch.zeros(1))
     assert bb.exhausted and 5 <= busy.calls <= 20
-    # the ledger is what a resume counts as spent, on its own clock only
-    assert C._trained_seconds(tmp_path, "cpu") == pytest.approx(b.spent)
-    assert C._trained_seconds(tmp_path, "wall") == 0.0  # no metrics.jsonl, ledger of another clock
+    # the ledger is what a resume counts as spent, on its own clock only, for the epochs the last
+    # checkpoint holds
+    _fake_checkpoint(tmp_path, epochs=1)
+    assert C._spent_budget(tmp_path, "cpu") == (pytest.approx(b.spent), [pytest.approx(b.spent)])
+    assert C._spent_budget(tmp_path, "wall") == (0.0, [])  # no metrics.jsonl, ledger of another clock
     jobs = C.plan("fmnist", [0], Path("x"), budget_minutes=5, budget_clock="cpu", only=["s4nn-fmnist"])
     assert jobs[0].run_dir == Path("x") / "s4nn-fmnist-budget5cpumin" / "seed0"
     assert jobs[0].fingerprint != C.plan("fmnist", [0], Path("x"), budget_minutes=5, only=["s4nn-fmnist"])[0].fingerprint
     with pytest.raises(UserError, match="--budget-clock must be one of wall, cpu, got 'gpu'"):
         C.plan("fmnist", [0], Path("x"), budget_minutes=5, budget_clock="gpu")
+
+
+def _fake_checkpoint(run_dir: Path, epochs: int) -> None:
+    last = run_dir / "checkpoint" / "last"
+    last.mkdir(parents=True, exist_ok=True)
+    (last / "tensors.safetensors").write_bytes(b"")
+    (last / "state.json").write_text(json.dumps({"epoch": epochs - 1}))
+
+
+def test_a_resume_counts_only_the_budget_of_checkpointed_epochs(tmp_path):
+    """The ledger is written when an epoch's training ends, before its evaluation and checkpoint: a
+    run killed in between must not count the lost epoch (it is trained again), and a run killed
+    in its first epoch's evaluation restarts with its whole budget (it used to stop at once with no
+    result: "summary.json does not exist")."""
+    ledger = {"clock": "cpu", "spent_seconds": 250.0, "spent_after_epoch": [100.0, 250.0]}
+    (tmp_path / C.BUDGET_FILE).write_text(json.dumps(ledger))
+    _fake_checkpoint(tmp_path, epochs=1)  # epoch 2 trained, killed before its checkpoint
+    assert C._spent_budget(tmp_path, "cpu") == (100.0, [100.0])
+    assert C._checkpointed_epochs(tmp_path) == 1
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / C.BUDGET_FILE).write_text(json.dumps({"clock": "cpu", "spent_seconds": 309.8}))  # older ledger
+    assert C._checkpointed_epochs(fresh) == 0 and C._spent_budget(fresh, "cpu") == (0.0, [])
+    spent, per_epoch = C._spent_budget(tmp_path, "cpu")
+    b = C._Budget(300.0, spent, clock="cpu", ledger=tmp_path / C.BUDGET_FILE, spent_after_epoch=per_epoch)
+    assert not b.exhausted and b.spent_after_epoch == [100.0]
 
 
 def test_eval_images_for_fits_the_time_with_a_floor_and_a_cap():

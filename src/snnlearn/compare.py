@@ -248,8 +248,11 @@ class _Budget:
     after that raises :class:`~snnlearn.train.EpochCut`, which ends the epoch. Counts the samples
     actually learned (``samples``)."""
 
-    def __init__(self, seconds: float, spent: float = 0.0, clock: str = "wall", ledger: Path | None = None) -> None:
+    def __init__(self, seconds: float, spent: float = 0.0, clock: str = "wall", ledger: Path | None = None,
+                 spent_after_epoch: list[float] | None = None) -> None:
         self.seconds, self.spent = float(seconds), float(spent)
+        #: the budget spent after each epoch so far (the ledger: a resume counts what its checkpoint holds)
+        self.spent_after_epoch = list(spent_after_epoch or [])
         self.clock_name, self.ledger = clock, ledger
         self.clock = _CLOCKS[clock]
         self.exhausted = self.spent >= self.seconds
@@ -282,10 +285,12 @@ class _Budget:
         def budget_end_epoch(epoch: int):
             self.spent += self.clock() - self.t0
             self.cpu_seconds += time.process_time() - self.c0
+            self.spent_after_epoch.append(self.spent)
             if self.ledger is not None:  # what a resume counts as spent (CPU time is not in metrics.jsonl)
                 from .train import write_json_atomic
 
-                write_json_atomic(self.ledger, {"clock": self.clock_name, "spent_seconds": self.spent})
+                write_json_atomic(self.ledger, {"clock": self.clock_name, "spent_seconds": self.spent,
+                                                "spent_after_epoch": self.spent_after_epoch})
             return end_epoch(epoch)
 
         rule.start_epoch, rule.learn, rule.end_epoch = budget_start_epoch, budget_learn, budget_end_epoch
@@ -320,17 +325,34 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
 BUDGET_FILE = "budget.json"
 
 
-def _trained_seconds(run_dir: Path, clock: str = "wall") -> float:
-    """The budget a run directory already spent: its ledger (``budget.json``, written after every
-    epoch) on the same clock, else the training wall time of its epochs."""
+def _checkpointed_epochs(run_dir: Path) -> int:
+    """The epochs held by the run's last checkpoint: what a resume continues from."""
+    from .checkpoint import STATE, recover_checkpoint
     from .train import read_json_mapping
 
+    last = recover_checkpoint(run_dir / "checkpoint" / "last", quiet=True)
+    return 0 if last is None else int(read_json_mapping(last / STATE).get("epoch", -1)) + 1
+
+
+def _spent_budget(run_dir: Path, clock: str = "wall") -> tuple[float, list[float]]:
+    """``(seconds, per epoch)``: the budget a run directory already spent on the epochs its last
+    checkpoint holds. The ledger (``budget.json``) is written at the end of every epoch, before that
+    epoch's evaluation and checkpoint: an epoch lost to a crash is not counted (it is trained again).
+    Without a ledger on the same clock, the training wall time of the checkpointed epochs."""
+    from .train import read_json_mapping
+
+    n = _checkpointed_epochs(run_dir)
     ledger = run_dir / BUDGET_FILE
     if ledger.is_file():
         info = read_json_mapping(ledger)
         if info.get("clock") == clock:
-            return float(info["spent_seconds"])
-    return sum(float(h.get("train_seconds", 0.0)) for h in _history(run_dir))
+            per_epoch = [float(v) for v in info.get("spent_after_epoch", [])][:n]
+            if len(per_epoch) == n:
+                return (per_epoch[-1] if n else 0.0), per_epoch
+            if n:  # a ledger of an older version (total only): kept when the checkpoint has epochs
+                return float(info["spent_seconds"]), []
+            return 0.0, []
+    return sum(float(h.get("train_seconds", 0.0)) for h in _history(run_dir)[:n]), []
 
 
 def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limit_train: int | None = None,
@@ -373,14 +395,15 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
                                                                        limit_train=limit_train)
         log(f"compare: {job.recipe}: predict runs at {eval_speed_probe:.3g} images/s untrained; evaluating on "
             f"{limit_test} validation and test images (about {job.eval_minutes:g} min per evaluation)")
-    prior_epochs = len(_history(d)) if resume else 0
+    prior_epochs = _checkpointed_epochs(d) if resume else 0
+    spent, spent_per_epoch = _spent_budget(d, job.budget_clock) if resume and job.budget_minutes is not None else (0.0, [])
     state = {"fingerprint": job.fingerprint, "recipe": job.recipe, "seed": job.seed,
              "budget_minutes": job.budget_minutes, "budget_clock": job.budget_clock, "eval_minutes": job.eval_minutes,
              "limit_train": limit_train,
              "limit_test": limit_test, "eval_speed_probe": eval_speed_probe}
     counter = _Counter() if job.budget_minutes is None else \
-        _Budget(60.0 * job.budget_minutes, _trained_seconds(d, job.budget_clock) if resume else 0.0, job.budget_clock,
-                ledger=d / BUDGET_FILE)
+        _Budget(60.0 * job.budget_minutes, spent, clock=job.budget_clock, ledger=d / BUDGET_FILE,
+                spent_after_epoch=spent_per_epoch)
 
     class _Trainer(Trainer):
         def make_rule(self, input_shape, n_classes, hparams):
