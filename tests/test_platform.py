@@ -6,6 +6,7 @@ they test the platform and nothing rule-specific.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -207,6 +208,14 @@ def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):
     assert rows[0].startswith("run,epoch,val_accuracy,test_accuracy") and len(rows) == 1 + 2 * 2
     assert (out / "curves.png").stat().st_size > 0
     assert cli.main(["analyze", "curves", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    # against the cumulative training CPU time: every epoch records it, and the CSV carries it
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train_cpu_seconds"] >= 0 and r["train_samples"] > 0 for r in records)
+    t_out = tmp_path / "plots-t"
+    assert cli.main(["analyze", "curves", str(tmp_path / "a"), "--out", str(t_out), "--set", "x=train_cpu_seconds"]) == 0
+    rows = list(csv.DictReader(open(t_out / "curves.csv")))
+    assert [float(r["train_cpu_seconds"]) for r in rows] == [pytest.approx(r["train_cpu_seconds"]) for r in records]
+    assert cli.main(["analyze", "curves", str(tmp_path / "a"), "--out", str(t_out), "--set", "x=wall"]) == 2
 
 
 def test_rule_hears_each_epoch_and_the_run_length(toy, tmp_path, monkeypatch):

@@ -934,7 +934,7 @@ class Trainer:
             sums: dict[str, float] = {}
             n_steps = 0
             bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{epochs}", unit="sample", disable=not self.progress, leave=False)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             n_learned, cut = 0, False  # samples learned this epoch: fewer when a hook cuts it
             try:
                 for lo in range(0, len(order), chunk):
@@ -976,12 +976,14 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_seconds = time.perf_counter() - t0
+            train_cpu_seconds = time.process_time() - cpu0  # this process, all its threads
             bar.close()
             end_stats = rule.end_epoch(epoch)
             rule.check_finite()
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_seconds": train_seconds,
+                "train_cpu_seconds": train_cpu_seconds,
                 "train_samples": n_learned,
                 "train_samples_per_second": n_learned / train_seconds if train_seconds > 0 else math.inf,
                 "train": {k: v / max(n_steps, 1) for k, v in sums.items()},

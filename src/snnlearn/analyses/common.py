@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 from pathlib import Path
@@ -90,10 +91,23 @@ def _paper_number(run_dir: Path) -> float | None:
     return float(found.group()) if found else None
 
 
+#: what the x axis of ``curves`` can be: the key of the per-epoch record and its axis label
+CURVE_X = {"epoch": "epoch", "train_seconds": "training wall time (s, cumulative, evaluation excluded)",
+           "train_cpu_seconds": "training CPU time (s, cumulative, evaluation excluded)"}
+
+
 def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     """Validation and test accuracy (strict) per epoch of one or more runs, the best-validation
     epoch of each marked, and the paper's number as a dotted line. Options: ``compare`` (a list of
-    further run directories drawn in the same axes)."""
+    further run directories drawn in the same axes); ``x``: ``epoch`` (default), ``train_seconds``
+    (cumulative training wall time, evaluation excluded) or ``train_cpu_seconds`` (cumulative CPU
+    time of the training; runs from before it was recorded have none): runs of different cost
+    compared at equal training time."""
+    x_key = option(options, "x", "epoch")
+    if x_key not in CURVE_X:
+        from ..errors import UserError
+
+        raise UserError(f"curves: x must be one of {', '.join(CURVE_X)}, got {x_key!r}")
     compare = option(options, "compare", []) or []
     if isinstance(compare, str):
         compare = [compare]
@@ -109,7 +123,15 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     rows: list[list[Any]] = []
     for i, run in enumerate(runs):
         records = history(run)
-        epochs = [h["epoch"] for h in records]
+        if x_key == "epoch":
+            epochs = [h["epoch"] for h in records]
+        else:
+            if any(x_key not in h for h in records):
+                from ..errors import UserError
+
+                raise UserError(f"curves: {run} has no {x_key} per epoch (older runs record only the "
+                                    "wall time; use x=train_seconds)")
+            epochs = list(itertools.accumulate(float(h[x_key]) for h in records))
         test = [100 * h["test"]["accuracy"] for h in records]
         val = [100 * h["val"]["accuracy"] if h.get("val") else None for h in records]
         color = f"C{i % 10}"
@@ -120,18 +142,18 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
             best = max(range(len(val)), key=lambda j: (val[j] if val[j] is not None else -1.0, -j))
             ax.plot([epochs[best]], [test[best]], "o", color=color, ms=6)
             if len(runs) <= 3:  # more labels than that only clutter the plot; the CSV has them
-                ax.annotate(f"{test[best]:.2f} % (epoch {epochs[best]})", (epochs[best], test[best]),
+                ax.annotate(f"{test[best]:.2f} % (epoch {records[best]['epoch']})", (epochs[best], test[best]),
                             textcoords="offset points", xytext=(6, 10), fontsize=8, color=color,
                             bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.5, alpha=0.9))
         for h in records:
             v = h.get("val") or {}
             t = h["test"]
             rows.append([run.name, h["epoch"], v.get("accuracy"), t["accuracy"], t["accuracy_reference"],
-                         t["tie_rate"], t["silent_rate"]])
+                         t["tie_rate"], t["silent_rate"], h.get("train_seconds"), h.get("train_cpu_seconds")])
     paper = _paper_number(runs[0])
     if paper is not None:
         ax.axhline(paper, color="k", ls=":", lw=1, label=f"paper {paper:g} %")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(CURVE_X[x_key])
     ax.set_ylabel("strict accuracy (%)")
     # lower limit: the 10th percentile of the test curve (hides the first epochs' climb); upper: every
     # plotted value (validation curves included) and the paper line stay inside
@@ -139,6 +161,8 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     highest = 100 * max(top + [r[2] for r in rows if r[2] is not None])
     ax.set_ylim(max(0.0, 100 * sorted(top)[len(top) // 10] - 2), min(100.5, max(paper or 0.0, highest) + 0.5))
     ax.set_title("strict accuracy per epoch (dot: test at the best-validation epoch)")
+    if x_key != "epoch":
+        ax.set_xscale("log")  # runs whose epochs cost 10x more than others
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -147,7 +171,8 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     fig.savefig(png, dpi=120)
     plt.close(fig)
     csv_path = write_csv(out_dir / "curves.csv", ["run", "epoch", "val_accuracy", "test_accuracy",
-                                                   "test_accuracy_reference", "tie_rate", "silent_rate"], rows)
+                                                   "test_accuracy_reference", "tie_rate", "silent_rate",
+                                                   "train_seconds", "train_cpu_seconds"], rows)
     return [png, csv_path]
 
 
