@@ -3,6 +3,7 @@ and one end-to-end comparison of every F-MNIST recipe on tiny data."""
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -177,6 +178,20 @@ def test_a_resume_counts_only_the_budget_of_checkpointed_epochs(tmp_path):
     spent, per_epoch = C._spent_budget(tmp_path, "cpu")
     b = C._Budget(300.0, spent, clock="cpu", ledger=tmp_path / C.BUDGET_FILE, spent_after_epoch=per_epoch)
     assert not b.exhausted and b.spent_after_epoch == [100.0]
+
+
+def test_a_run_trained_by_another_comparison_is_skipped(tmp_path):
+    """Two comparisons sharing an --out: a run directory that the other process holds (its RunLock)
+    is skipped as "busy" instead of failing the whole command."""
+    from snnlearn.train import RunLock, lock_holder
+
+    job = C.plan("fmnist", [0], tmp_path, budget_minutes=5, only=["s4nn-fmnist"])[0]
+    job.run_dir.mkdir(parents=True)
+    assert lock_holder(job.run_dir) is None
+    with RunLock(job.run_dir):
+        assert lock_holder(job.run_dir) == str(os.getpid())
+        assert C.run_job(job, log=lambda s: None) == "busy"
+    assert lock_holder(job.run_dir) is None
 
 
 def test_eval_images_for_fits_the_time_with_a_floor_and_a_cap():

@@ -358,14 +358,15 @@ def _spent_budget(run_dir: Path, clock: str = "wall") -> tuple[float, list[float
 def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limit_train: int | None = None,
             limit_test: int | None = None, threads: int | None = None, log: Callable[[str], None] = print,
             eval_limit: tuple[int, float] | None = None) -> str:
-    """Run (or reuse, or resume) one job; returns ``"reused"``, ``"trained"`` or ``"resumed"``.
+    """Run (or reuse, or resume) one job; returns ``"reused"``, ``"trained"`` or ``"resumed"``, or
+    ``"busy"`` when another process is training it (two comparisons sharing an ``--out``).
 
     With ``job.eval_minutes`` the evaluation subset size is measured first
     (:func:`choose_eval_limit`; a resumed run keeps the size it started with) and used as the
     Trainer's ``limit_test``; ``eval_limit`` (``(N, images/s)``, :func:`choose_eval_limit`) gives
     that measurement instead, so that parallel seeds of a row share it. ``compare.json`` records what the run did: why it stopped, the samples
     actually learned, the evaluation size and the wall time of the whole job."""
-    from .train import RUN_FILE, Trainer, _jsonable, _run_contents, _settings, read_json_mapping, write_json_atomic
+    from .train import RUN_FILE, Trainer, _jsonable, _run_contents, _settings, lock_holder, read_json_mapping, write_json_atomic
 
     t_job, cpu_job = time.perf_counter(), time.process_time()
     d = job.run_dir
@@ -377,6 +378,9 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
             raise UserError(f"{d} holds a comparison run of another configuration (fingerprint "
                             f"{info.get('fingerprint')} != {job.fingerprint}); choose another --out")
         return "reused"
+    if (owner := lock_holder(d)) is not None:
+        log(f"compare: {d} is being trained by another process (pid {owner}): skipped here")
+        return "busy"
     eval_speed_probe = None
     if _run_contents(d):
         # an interrupted run (or one trained by `snnlearn train`): resumed if it is this recipe and

@@ -545,6 +545,22 @@ class RunLock:
             self.fd = None
 
 
+def lock_holder(run_dir: Path) -> str | None:
+    """The pid (as written) of another process that holds ``run_dir``'s :class:`RunLock`, else
+    ``None``. A snapshot: the lock may be taken the moment after."""
+    path = Path(run_dir) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 32).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)  # also releases the probe's own lock
+    return None
+
+
 def open_run_dir(out_dir: Path) -> None:
     """Create the run directory, turning the usual mistakes into one-line errors."""
     if out_dir.exists() and not out_dir.is_dir():
