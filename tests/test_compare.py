@@ -238,12 +238,14 @@ def test_default_eval_time_and_its_errors():
         C.plan("fmnist", [0], Path("x"), budget_minutes=5, eval_minutes=-1)
 
 
-def _fake_run(d: Path, *, n_test: int, marker: dict | None, epochs=(10.0, 10.0), acc=0.8):
+def _fake_run(d: Path, *, n_test: int, marker: dict | None, epochs=(10.0, 10.0), acc=0.8, epoch_cpu=None):
     d.mkdir(parents=True)
     rates = {"accuracy": acc, "accuracy_reference": acc, "tie_rate": 0.0, "silent_rate": 0.0}
     hist = [{"epoch": i + 1, "train_seconds": s, "train_samples_per_second": 1000 / s,
              "val": {**rates, "samples_per_second": 50.0}, "test": {**rates, "samples_per_second": 100.0}}
             for i, s in enumerate(epochs)]
+    for h, c in zip(hist, epoch_cpu or ()):
+        h["train_cpu_seconds"] = c
     (d / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
     test = {"accuracy": acc, "accuracy_reference": acc, "tie_rate": 0.0, "silent_rate": 0.0}
     (d / "summary.json").write_text(json.dumps({
@@ -268,6 +270,11 @@ def test_run_record_reports_what_the_budget_let_through(tmp_path):
     rec_b = C.run_record(tmp_path / "b")
     assert "samples_trained" not in rec_b  # unknown for a run stopped early without the budget counter
     assert rec_b["train_samples_per_second"] == 100.0 and rec_b["wall_seconds"] == 99.0
+    assert "train_cpu_seconds" not in rec_b  # its epochs predate the per-epoch CPU time
+    # a resumed run (or a `snnlearn train` run) whose epochs record their CPU time: their sum
+    _fake_run(tmp_path / "e", n_test=200, marker={**marker, "resumed": True}, epoch_cpu=(4.0, 5.5))
+    rec_e = C.run_record(tmp_path / "e")
+    assert rec_e["train_cpu_seconds"] == 9.5 and "job_cpu_seconds" not in rec_e
     # a recipe's only epoch cut by the budget ends with "epochs": the samples say it was cut
     _fake_run(tmp_path / "d", n_test=200, marker={**marker, "stopped": "epochs", "samples_trained": 700}, epochs=(10.0,))
     assert C.run_record(tmp_path / "d")["stopped"] == "budget"

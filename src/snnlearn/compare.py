@@ -567,6 +567,9 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         for key in ("train_cpu_seconds", "job_cpu_seconds"):
             if key in marker:
                 rec[key] = marker[key]
+    if "train_cpu_seconds" not in rec and history and all("train_cpu_seconds" in h for h in history):
+        # the Trainer's own per-epoch record: known across resumes and for `snnlearn train` runs
+        rec["train_cpu_seconds"] = sum(float(h["train_cpu_seconds"]) for h in history)
     curve = [(h.get("val") or h["test"])["accuracy"] for h in history]
     if curve:
         goal = 0.9 * curve[-1]
