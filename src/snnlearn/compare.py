@@ -234,6 +234,11 @@ def choose_eval_limit(job: Job, *, device: str = "auto", data_dir: str | None = 
     return eval_images_for(60.0 * job.eval_minutes, speed, len(val) if val is not None else 0, len(test)), speed
 
 
+def _eval_size_note(job: Job, n: int, speed: float) -> str:
+    return (f"compare: {job.recipe}: predict runs at {speed:.3g} images/s untrained; evaluating on {n} validation "
+            f"and test images (about {job.eval_minutes:g} min per evaluation)")
+
+
 # ------------------------------------------------------------------------------------ budget
 _CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
@@ -334,14 +339,15 @@ def _checkpointed_epochs(run_dir: Path) -> int:
     return 0 if last is None else int(read_json_mapping(last / STATE).get("epoch", -1)) + 1
 
 
-def _spent_budget(run_dir: Path, clock: str = "wall") -> tuple[float, list[float]]:
+def _spent_budget(run_dir: Path, clock: str = "wall", n: int | None = None) -> tuple[float, list[float]]:
     """``(seconds, per epoch)``: the budget a run directory already spent on the epochs its last
     checkpoint holds. The ledger (``budget.json``) is written at the end of every epoch, before that
     epoch's evaluation and checkpoint: an epoch lost to a crash is not counted (it is trained again).
-    Without a ledger on the same clock, the training wall time of the checkpointed epochs."""
+    Without a ledger on the same clock, the training wall time of the checkpointed epochs. ``n``:
+    those epochs, when the caller has counted them (:func:`_checkpointed_epochs`)."""
     from .train import read_json_mapping
 
-    n = _checkpointed_epochs(run_dir)
+    n = _checkpointed_epochs(run_dir) if n is None else n
     ledger = run_dir / BUDGET_FILE
     if ledger.is_file():
         info = read_json_mapping(ledger)
@@ -397,10 +403,10 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
     elif job.eval_minutes is not None:
         limit_test, eval_speed_probe = eval_limit or choose_eval_limit(job, device=device, data_dir=data_dir,
                                                                        limit_train=limit_train)
-        log(f"compare: {job.recipe}: predict runs at {eval_speed_probe:.3g} images/s untrained; evaluating on "
-            f"{limit_test} validation and test images (about {job.eval_minutes:g} min per evaluation)")
+        log(_eval_size_note(job, limit_test, eval_speed_probe))
     prior_epochs = _checkpointed_epochs(d) if resume else 0
-    spent, spent_per_epoch = _spent_budget(d, job.budget_clock) if resume and job.budget_minutes is not None else (0.0, [])
+    spent, spent_per_epoch = (_spent_budget(d, job.budget_clock, prior_epochs) if resume and job.budget_minutes is not None
+                              else (0.0, []))
     state = {"fingerprint": job.fingerprint, "recipe": job.recipe, "seed": job.seed,
              "budget_minutes": job.budget_minutes, "budget_clock": job.budget_clock, "eval_minutes": job.eval_minutes,
              "limit_train": limit_train,
@@ -456,8 +462,7 @@ def _shared_eval_limits(jobs: list[Job], log: Callable[[str], None], **kw: Any) 
         if _sibling_eval_limit(job) is None:
             out[row] = choose_eval_limit(job, device=kw.get("device", "auto"), data_dir=kw.get("data_dir"),
                                          limit_train=kw.get("limit_train"))
-            log(f"compare: {job.recipe}: predict runs at {out[row][1]:.3g} images/s untrained; every seed evaluates on "
-                f"{out[row][0]} validation and test images (about {job.eval_minutes:g} min per evaluation)")
+            log(_eval_size_note(job, *out[row]) + ", for every seed")
     return out
 
 

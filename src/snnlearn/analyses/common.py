@@ -103,17 +103,15 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     (cumulative training wall time, evaluation excluded) or ``train_cpu_seconds`` (cumulative CPU
     time of the training; runs from before it was recorded have none): runs of different cost
     compared at equal training time."""
+    from ..errors import UserError
+
     x_key = option(options, "x", "epoch")
     if x_key not in CURVE_X:
-        from ..errors import UserError
-
         raise UserError(f"curves: x must be one of {', '.join(CURVE_X)}, got {x_key!r}")
     compare = option(options, "compare", []) or []
     if isinstance(compare, str):
         compare = [compare]
     if not isinstance(compare, list) or not all(isinstance(p, str) for p in compare):
-        from ..errors import UserError
-
         raise UserError(f"curves: compare must be a list of run directories, e.g. compare=[runs/a,runs/b], got {compare!r}")
     runs = ([Path(run_dir)] if run_dir is not None else []) + [Path(p) for p in compare]
     if not runs:
@@ -127,8 +125,6 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
             epochs = [h["epoch"] for h in records]
         else:
             if any(x_key not in h for h in records):
-                from ..errors import UserError
-
                 raise UserError(f"curves: {run} has no {x_key} per epoch (older runs record only the "
                                     "wall time; use x=train_seconds)")
             epochs = list(itertools.accumulate(float(h[x_key]) for h in records))
