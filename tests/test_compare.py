@@ -86,27 +86,23 @@ def test_budget_cuts_the_epoch_then_stops_at_the_next():
         C._Budget(1.0, spent=2.0).wrap(_Slow("2-2", (2,), 2)).start_epoch(3, 10)
 
 
-def test_budget_counts_only_the_samples_learned():
+def test_a_budget_cut_epoch_records_only_the_samples_learned(tmp_path):
+    """The Trainer's record of the epoch the budget cut: its samples, `cut`, and its CPU time; the
+    comparison's "samples learned" is their sum."""
+    from snnlearn.train import Trainer
+
     r = _Slow("2-2", (2,), 2)
     r.calls = 0
-    b = C._Budget(0.05)
-    b.wrap(r)
-    r.start_epoch(0, 10)
-    with pytest.raises(EpochCut):
-        for _ in range(100):
-            r.learn(torch.zeros(3, 2), torch.zeros(3))
-    assert b.samples == 3 * r.calls < 300  # the cut rest of the epoch is not counted
-    c = C._Counter()
-    r2 = _Slow("2-2", (2,), 2)
-    r2.calls = 0
-    c.wrap(r2)
-    for epoch in range(2):
-        r2.start_epoch(epoch, 2)
-        for _ in range(4):
-            r2.learn(torch.zeros(2, 2), torch.zeros(2))
-        r2.end_epoch(epoch)
-    assert c.samples == 16 and not c.exhausted
-    assert 0 <= c.cpu_seconds <= c.spent + 0.05  # one thread: CPU time within the wall time
+    C._Budget(0.05).wrap(r)
+    x, y = torch.zeros(300, 2), torch.zeros(300, dtype=torch.long)
+    with pytest.raises(C.BudgetReached):  # at the second epoch (run_job catches it)
+        Trainer({"epochs": 3, "batch_size": 3}, tmp_path / "run", device="cpu", progress=False, log=lambda m: None).fit(
+            r, (x, y), test=(x[:4], y[:4]))
+    hist = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(hist) == 1  # the budget ended the run in its first epoch
+    assert hist[0]["cut"] is True and hist[0]["train_samples"] == 3 * r.calls < 300
+    assert 0 <= hist[0]["train_cpu_seconds"] <= hist[0]["train_seconds"] + 0.05  # one thread, mostly asleep
+    assert C.run_record(tmp_path / "run")["samples_trained"] == 3 * r.calls
 
 
 class _Busy(_Slow):
@@ -124,7 +120,7 @@ def test_cpu_clock_budget_counts_computation_not_waiting(tmp_path):
     # sleeping costs no CPU: a 0.2-s CPU budget is not used up by 100 x 10 ms of sleep
     r = _Slow("2-2", (2,), 2)
     r.calls = 0
-    b = C._Budget(0.2, clock="cpu", ledger=tmp_path / C.BUDGET_FILE)
+    b = C._Budget(0.2, clock="cpu")
     b.wrap(r)
     r.start_epoch(0, 10)
     for _ in range(100):
@@ -142,11 +138,6 @@ def test_cpu_clock_budget_counts_computation_not_waiting(tmp_path):
         for _ in range(100):
             busy.learn(torch.zeros(1, 2), torch.zeros(1))
     assert bb.exhausted and 5 <= busy.calls <= 20
-    # the ledger is what a resume counts as spent, on its own clock only, for the epochs the last
-    # checkpoint holds
-    _fake_checkpoint(tmp_path, epochs=1)
-    assert C._spent_budget(tmp_path, "cpu") == (pytest.approx(b.spent), [pytest.approx(b.spent)])
-    assert C._spent_budget(tmp_path, "wall") == (0.0, [])  # no metrics.jsonl, ledger of another clock
     jobs = C.plan("fmnist", [0], Path("x"), budget_minutes=5, budget_clock="cpu", only=["s4nn-fmnist"])
     assert jobs[0].run_dir == Path("x") / "s4nn-fmnist-budget5cpumin" / "seed0"
     assert jobs[0].fingerprint != C.plan("fmnist", [0], Path("x"), budget_minutes=5, only=["s4nn-fmnist"])[0].fingerprint
@@ -162,22 +153,27 @@ def _fake_checkpoint(run_dir: Path, epochs: int) -> None:
 
 
 def test_a_resume_counts_only_the_budget_of_checkpointed_epochs(tmp_path):
-    """The ledger is written when an epoch's training ends, before its evaluation and checkpoint: a
-    run killed in between must not count the lost epoch (it is trained again), and a run killed
-    in its first epoch's evaluation restarts with its whole budget (it used to stop at once with no
-    result: "summary.json does not exist")."""
-    ledger = {"clock": "cpu", "spent_seconds": 250.0, "spent_after_epoch": [100.0, 250.0]}
-    (tmp_path / C.BUDGET_FILE).write_text(json.dumps(ledger))
-    _fake_checkpoint(tmp_path, epochs=1)  # epoch 2 trained, killed before its checkpoint
-    assert C._spent_budget(tmp_path, "cpu") == (100.0, [100.0])
+    """A resume counts the training time, on the budget's clock, of the epochs its last checkpoint
+    holds: a run killed after an epoch's record but before its checkpoint must not count the lost
+    epoch (it is trained again), and a run killed in its first epoch's evaluation restarts with its
+    whole budget (it used to stop at once with no result: "summary.json does not exist")."""
+    test = {"accuracy": 0.5, "accuracy_reference": 0.5, "tie_rate": 0.0, "silent_rate": 0.0}
+    epochs = [{"epoch": 1, "train_seconds": 150.0, "train_cpu_seconds": 100.0, "test": test},
+              {"epoch": 2, "train_seconds": 210.0, "train_cpu_seconds": 150.0, "test": test},
+              {"epoch": 3, "train_seconds": 40.0, "test": test}]  # an older version's record: no CPU time
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in epochs))
+    _fake_checkpoint(tmp_path, epochs=1)  # epoch 2 recorded, killed before its checkpoint
     assert C._checkpointed_epochs(tmp_path) == 1
+    assert C._spent_budget(tmp_path, "cpu") == 100.0 and C._spent_budget(tmp_path, "wall") == 150.0
+    _fake_checkpoint(tmp_path, epochs=3)
+    assert C._spent_budget(tmp_path, "cpu") == 100.0 + 150.0 + 40.0  # the wall time stands in
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    (fresh / C.BUDGET_FILE).write_text(json.dumps({"clock": "cpu", "spent_seconds": 309.8}))  # older ledger
-    assert C._checkpointed_epochs(fresh) == 0 and C._spent_budget(fresh, "cpu") == (0.0, [])
-    spent, per_epoch = C._spent_budget(tmp_path, "cpu")
-    b = C._Budget(300.0, spent, clock="cpu", ledger=tmp_path / C.BUDGET_FILE, spent_after_epoch=per_epoch)
-    assert not b.exhausted and b.spent_after_epoch == [100.0]
+    (fresh / "metrics.jsonl").write_text(json.dumps(epochs[0]) + "\n")  # killed before its first checkpoint
+    assert C._checkpointed_epochs(fresh) == 0 and C._spent_budget(fresh, "cpu") == 0.0
+    assert C._spent_budget(tmp_path, "wall") == 400.0
+    assert not C._Budget(300.0, C._spent_budget(tmp_path, "cpu")).exhausted  # 290 of 300 s spent
+    assert C._Budget(300.0, C._spent_budget(tmp_path, "wall")).exhausted
 
 
 def test_a_run_trained_by_another_comparison_is_skipped(tmp_path):
@@ -238,7 +234,8 @@ def test_default_eval_time_and_its_errors():
         C.plan("fmnist", [0], Path("x"), budget_minutes=5, eval_minutes=-1)
 
 
-def _fake_run(d: Path, *, n_test: int, marker: dict | None, epochs=(10.0, 10.0), acc=0.8, epoch_cpu=None):
+def _fake_run(d: Path, *, n_test: int, marker: dict | None, epochs=(10.0, 10.0), acc=0.8, epoch_cpu=None,
+              epoch_samples=None):
     d.mkdir(parents=True)
     rates = {"accuracy": acc, "accuracy_reference": acc, "tie_rate": 0.0, "silent_rate": 0.0}
     hist = [{"epoch": i + 1, "train_seconds": s, "train_samples_per_second": 1000 / s,
@@ -246,6 +243,8 @@ def _fake_run(d: Path, *, n_test: int, marker: dict | None, epochs=(10.0, 10.0),
             for i, s in enumerate(epochs)]
     for h, c in zip(hist, epoch_cpu or ()):
         h["train_cpu_seconds"] = c
+    for h, n in zip(hist, epoch_samples or ()):
+        h["train_samples"] = n
     (d / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
     test = {"accuracy": acc, "accuracy_reference": acc, "tie_rate": 0.0, "silent_rate": 0.0}
     (d / "summary.json").write_text(json.dumps({
@@ -275,6 +274,13 @@ def test_run_record_reports_what_the_budget_let_through(tmp_path):
     _fake_run(tmp_path / "e", n_test=200, marker={**marker, "resumed": True}, epoch_cpu=(4.0, 5.5))
     rec_e = C.run_record(tmp_path / "e")
     assert rec_e["train_cpu_seconds"] == 9.5 and "job_cpu_seconds" not in rec_e
+    # today's compare.json does not count samples: the epochs' records do (here the second was cut)
+    new_marker = {k: v for k, v in marker.items() if k not in ("samples_trained", "train_cpu_seconds")}
+    _fake_run(tmp_path / "f", n_test=200, marker={**new_marker, "stopped": "epochs"}, epoch_cpu=(4.0, 2.0),
+              epoch_samples=(1000, 400))
+    rec_f = C.run_record(tmp_path / "f")
+    assert rec_f["samples_trained"] == 1400 and rec_f["stopped"] == "budget" and rec_f["train_cpu_seconds"] == 6.0
+    assert rec_f["train_samples_per_second"] == pytest.approx(1400 / 20.0)
     # a recipe's only epoch cut by the budget ends with "epochs": the samples say it was cut
     _fake_run(tmp_path / "d", n_test=200, marker={**marker, "stopped": "epochs", "samples_trained": 700}, epochs=(10.0,))
     assert C.run_record(tmp_path / "d")["stopped"] == "budget"
@@ -311,20 +317,20 @@ def test_budget_mode_sizes_each_rules_evaluation(tmp_path):
     marker = json.loads((run / C.COMPARE_FILE).read_text())
     # the Trainer's own record of the cut epoch says what was learned, not the epoch's size
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    n_learned = marker["samples_trained"]
+    n_learned = record["train_samples"]
+    assert "samples_trained" not in marker and "train_cpu_seconds" not in marker  # in metrics.jsonl
     assert record["cut"] is True and record["train_samples"] == n_learned and n_learned in range(20, 200, 20)
     assert record["train_samples_per_second"] == pytest.approx(n_learned / record["train_seconds"])
     n = marker["limit_test"]
     assert n == C.eval_images_for(0.12, marker["eval_speed_probe"], 5000, 10000)
     assert marker["job_wall_seconds"] > 0
-    assert 0 < marker["train_cpu_seconds"] <= marker["job_cpu_seconds"]
+    assert 0 < record["train_cpu_seconds"] <= marker["job_cpu_seconds"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["n_test"] == n and summary["n_val"] == min(n, 5000)
     row = next(csv.DictReader(open(out / "compare.csv")))
-    assert int(row["n_test"]) == n and float(row["samples_trained"]) == marker["samples_trained"]
+    assert int(row["n_test"]) == n and float(row["samples_trained"]) == n_learned
     text = (out / "compare.md").read_text()
     assert f"N = {n}" in text and "budget 0.0001 CPU min" in text and marker["budget_clock"] == "cpu"
-    assert json.loads((run / C.BUDGET_FILE).read_text())["clock"] == "cpu"
 
 
 @pytest.mark.skipif(not dataset_available("fmnist"), reason="Fashion-MNIST is not available")

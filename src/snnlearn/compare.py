@@ -249,23 +249,16 @@ class BudgetReached(Exception):
 
 class _Budget:
     """Wraps a rule's ``start_epoch``/``learn``/``end_epoch`` on the instance (no global state) so
-    the run stops once ``seconds`` of training time (inside epochs) are spent: the ``learn`` call
-    after that raises :class:`~snnlearn.train.EpochCut`, which ends the epoch. Counts the samples
-    actually learned (``samples``)."""
+    the run stops once ``seconds`` of training time (inside epochs, on ``clock``) are spent: the
+    ``learn`` call after that raises :class:`~snnlearn.train.EpochCut`, which ends the epoch (the
+    Trainer records the samples it learned), and the next epoch raises :class:`BudgetReached`.
+    ``spent``: what the epochs of a resumed run's checkpoint already used (:func:`_spent_budget`)."""
 
-    def __init__(self, seconds: float, spent: float = 0.0, clock: str = "wall", ledger: Path | None = None,
-                 spent_after_epoch: list[float] | None = None) -> None:
+    def __init__(self, seconds: float, spent: float = 0.0, clock: str = "wall") -> None:
         self.seconds, self.spent = float(seconds), float(spent)
-        #: the budget spent after each epoch so far (the ledger: a resume counts what its checkpoint holds)
-        self.spent_after_epoch = list(spent_after_epoch or [])
-        self.clock_name, self.ledger = clock, ledger
         self.clock = _CLOCKS[clock]
         self.exhausted = self.spent >= self.seconds
         self.t0 = self.clock()
-        self.samples = 0
-        # CPU time of this process while training: on a shared machine the wall-clock budget buys
-        # each rule a different amount of computation, and the table says how much
-        self.cpu_seconds, self.c0 = 0.0, time.process_time()
 
     def wrap(self, rule):
         from .train import EpochCut
@@ -275,38 +268,23 @@ class _Budget:
         def budget_start_epoch(epoch: int, n_epochs: int | None = None) -> None:
             if self.exhausted:
                 raise BudgetReached
-            self.t0, self.c0 = self.clock(), time.process_time()
+            self.t0 = self.clock()
             start_epoch(epoch, n_epochs)
 
         def budget_learn(x, y):
             if self.exhausted:  # the Trainer ends the epoch here, and evaluates and checkpoints it
                 raise EpochCut
             stats = learn(x, y)
-            self.samples += int(y.shape[0]) if hasattr(y, "shape") and len(y.shape) else 1
             if self.spent + self.clock() - self.t0 >= self.seconds:
                 self.exhausted = True
             return stats
 
         def budget_end_epoch(epoch: int):
             self.spent += self.clock() - self.t0
-            self.cpu_seconds += time.process_time() - self.c0
-            self.spent_after_epoch.append(self.spent)
-            if self.ledger is not None:  # what a resume counts as spent (CPU time is not in metrics.jsonl)
-                from .train import write_json_atomic
-
-                write_json_atomic(self.ledger, {"clock": self.clock_name, "spent_seconds": self.spent,
-                                                "spent_after_epoch": self.spent_after_epoch})
             return end_epoch(epoch)
 
         rule.start_epoch, rule.learn, rule.end_epoch = budget_start_epoch, budget_learn, budget_end_epoch
         return rule
-
-
-class _Counter(_Budget):
-    """Counts the samples learned without a budget (full-schedule runs)."""
-
-    def __init__(self) -> None:
-        super().__init__(math.inf)
 
 
 def _sibling_eval_limit(job: Job) -> int | None:
@@ -327,9 +305,6 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
     return history(run_dir, missing_ok=True)
 
 
-BUDGET_FILE = "budget.json"
-
-
 def _checkpointed_epochs(run_dir: Path) -> int:
     """The epochs held by the run's last checkpoint: what a resume continues from."""
     from .checkpoint import STATE, recover_checkpoint
@@ -339,26 +314,15 @@ def _checkpointed_epochs(run_dir: Path) -> int:
     return 0 if last is None else int(read_json_mapping(last / STATE).get("epoch", -1)) + 1
 
 
-def _spent_budget(run_dir: Path, clock: str = "wall", n: int | None = None) -> tuple[float, list[float]]:
-    """``(seconds, per epoch)``: the budget a run directory already spent on the epochs its last
-    checkpoint holds. The ledger (``budget.json``) is written at the end of every epoch, before that
-    epoch's evaluation and checkpoint: an epoch lost to a crash is not counted (it is trained again).
-    Without a ledger on the same clock, the training wall time of the checkpointed epochs. ``n``:
-    those epochs, when the caller has counted them (:func:`_checkpointed_epochs`)."""
-    from .train import read_json_mapping
-
-    n = _checkpointed_epochs(run_dir) if n is None else n
-    ledger = run_dir / BUDGET_FILE
-    if ledger.is_file():
-        info = read_json_mapping(ledger)
-        if info.get("clock") == clock:
-            per_epoch = [float(v) for v in info.get("spent_after_epoch", [])][:n]
-            if len(per_epoch) == n:
-                return (per_epoch[-1] if n else 0.0), per_epoch
-            if n:  # a ledger of an older version (total only): kept when the checkpoint has epochs
-                return float(info["spent_seconds"]), []
-            return 0.0, []
-    return sum(float(h.get("train_seconds", 0.0)) for h in _history(run_dir)[:n]), []
+def _spent_budget(run_dir: Path, clock: str = "wall") -> float:
+    """The budget a run directory already spent on the epochs its last checkpoint holds: the sum of
+    their training time in ``metrics.jsonl`` on the budget's clock (``train_cpu_seconds`` or
+    ``train_seconds``). An epoch trained but lost to a crash before its checkpoint is trained
+    again, so it is not counted."""
+    n = _checkpointed_epochs(run_dir)
+    key = "train_cpu_seconds" if clock == "cpu" else "train_seconds"
+    # an epoch of an older version without its CPU time counts its wall time
+    return sum(float(h.get(key, h.get("train_seconds", 0.0))) for h in _history(run_dir)[:n])
 
 
 def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limit_train: int | None = None,
@@ -404,20 +368,17 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
         limit_test, eval_speed_probe = eval_limit or choose_eval_limit(job, device=device, data_dir=data_dir,
                                                                        limit_train=limit_train)
         log(_eval_size_note(job, limit_test, eval_speed_probe))
-    prior_epochs = _checkpointed_epochs(d) if resume else 0
-    spent, spent_per_epoch = (_spent_budget(d, job.budget_clock, prior_epochs) if resume and job.budget_minutes is not None
-                              else (0.0, []))
+    spent = _spent_budget(d, job.budget_clock) if resume and job.budget_minutes is not None else 0.0
     state = {"fingerprint": job.fingerprint, "recipe": job.recipe, "seed": job.seed,
              "budget_minutes": job.budget_minutes, "budget_clock": job.budget_clock, "eval_minutes": job.eval_minutes,
              "limit_train": limit_train,
              "limit_test": limit_test, "eval_speed_probe": eval_speed_probe}
-    counter = _Counter() if job.budget_minutes is None else \
-        _Budget(60.0 * job.budget_minutes, spent, clock=job.budget_clock, ledger=d / BUDGET_FILE,
-                spent_after_epoch=spent_per_epoch)
+    budget = None if job.budget_minutes is None else _Budget(60.0 * job.budget_minutes, spent, clock=job.budget_clock)
 
     class _Trainer(Trainer):
         def make_rule(self, input_shape, n_classes, hparams):
-            return counter.wrap(super().make_rule(input_shape, n_classes, hparams))
+            rule = super().make_rule(input_shape, n_classes, hparams)
+            return rule if budget is None else budget.wrap(rule)
 
     trainer = _Trainer(job.config, d, device=device, data_dir=data_dir, limit_train=limit_train,
                        limit_test=limit_test, progress=False, log=log, threads=threads)
@@ -426,16 +387,13 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
         trainer.run(resume=resume)
     except BudgetReached:
         stopped = "budget"
-    if getattr(counter, "exhausted", False):  # the budget cut the recipe's last epoch: no next one to refuse
+    if budget is not None and budget.exhausted:  # the budget cut the recipe's last epoch: no next one to refuse
         stopped = "budget"
-    summary = read_json_mapping(d / "summary.json")
-    # epochs before a resume were whole (only the last epoch of a run can be cut by the budget)
-    samples = prior_epochs * int(summary["n_train"]) + counter.samples
-    # written last: its presence means "finished, reuse me"
-    write_json_atomic(marker, {**state, "status": "done", "stopped": stopped, "samples_trained": samples,
+    # written last: its presence means "finished, reuse me". The samples learned and the training
+    # CPU time are in each epoch's record (metrics.jsonl), across resumes too
+    write_json_atomic(marker, {**state, "status": "done", "stopped": stopped,
                                "job_wall_seconds": time.perf_counter() - t_job,
-                               "job_cpu_seconds": time.process_time() - cpu_job,
-                               "train_cpu_seconds": counter.cpu_seconds, "resumed": resume})
+                               "job_cpu_seconds": time.process_time() - cpu_job, "resumed": resume})
     return "resumed" if resume else "trained"
 
 
@@ -551,17 +509,20 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     secs = [float(h["train_seconds"]) for h in history]
     rec["train_seconds"] = sum(secs) if secs else None
     rec["seconds_per_epoch"] = statistics.mean(secs) if secs else None
-    if "samples_trained" in marker:
-        # the samples the budget let through: a cut epoch skips the rest of its samples, which the
-        # Trainer's per-epoch samples/s (epoch size / epoch time) would count
+    learned = [h.get("train_samples") for h in history]
+    if history and all(isinstance(v, int) for v in learned):
+        # the Trainer's record: a budget-cut epoch counts the samples it learned, not the epoch's size
+        rec["samples_trained"] = sum(learned)
+    elif "samples_trained" in marker:  # compare.json of an older version, which counted them itself
         rec["samples_trained"] = int(marker["samples_trained"])
-        if rec["n_train"] and rec["epochs"] and rec["samples_trained"] < int(rec["n_train"]) * int(rec["epochs"]):
-            rec["stopped"] = "budget"  # its last epoch was cut (markers before this check said "epochs")
+    elif s.get("completed") and s.get("n_train") is not None:
+        rec["samples_trained"] = int(s["n_train"]) * len(history)
+    if marker and "samples_trained" in rec:  # a cut epoch's size would overstate the Trainer's samples/s
         rec["train_samples_per_second"] = rec["samples_trained"] / rec["train_seconds"] if rec["train_seconds"] else None
     else:
-        if s.get("completed") and s.get("n_train") is not None:
-            rec["samples_trained"] = int(s["n_train"]) * len(history)
         rec["train_samples_per_second"] = s.get("train_samples_per_second")
+    if marker and rec["n_train"] and rec["epochs"] and rec.get("samples_trained", math.inf) < int(rec["n_train"]) * int(rec["epochs"]):
+        rec["stopped"] = "budget"  # its last epoch was cut (markers before this check said "epochs")
     evals = [part["n"] / part["sps"] for h in history for part in
              ({"n": rec["n_val"], "sps": (h.get("val") or {}).get("samples_per_second")},
               {"n": rec["n_test"], "sps": (h.get("test") or {}).get("samples_per_second")})
