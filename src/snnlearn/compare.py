@@ -334,8 +334,9 @@ def run_job(job: Job, *, device: str = "auto", data_dir: str | None = None, limi
     With ``job.eval_minutes`` the evaluation subset size is measured first
     (:func:`choose_eval_limit`; a resumed run keeps the size it started with) and used as the
     Trainer's ``limit_test``; ``eval_limit`` (``(N, images/s)``, :func:`choose_eval_limit`) gives
-    that measurement instead, so that parallel seeds of a row share it. ``compare.json`` records what the run did: why it stopped, the samples
-    actually learned, the evaluation size and the wall time of the whole job."""
+    that measurement instead, so that parallel seeds of a row share it. ``compare.json`` records what
+    the job did: why it stopped, the evaluation size, and the wall and CPU time of the whole job
+    (the samples learned and the training time of every epoch are in ``metrics.jsonl``)."""
     from .train import RUN_FILE, Trainer, _jsonable, _run_contents, _settings, lock_holder, read_json_mapping, write_json_atomic
 
     t_job, cpu_job = time.perf_counter(), time.process_time()
