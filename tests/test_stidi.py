@@ -384,33 +384,6 @@ def test_analyses_write_figures_and_tables(mnist_run, tmp_path):
         get_analysis("stidi-spikes")(None, tmp_path, {})
 
 
-@pytest.mark.slow
-def test_layer_readout_scores_every_layer_on_the_validation_split(mnist_run, tmp_path):
-    pytest.importorskip("matplotlib")
-    import csv
-
-    from snnlearn.analyses import get_analysis
-    from snnlearn.analyses.stidi import linear_readout
-
-    paths = get_analysis("stidi-layer-readout")(mnist_run, tmp_path / "r", {"fit": 200, "limit": 100, "max_features": 1200})
-    rows = list(csv.DictReader(open(tmp_path / "r" / "stidi_layer_readout.csv")))
-    assert [r["layer"] for r in rows] == ["0:28x28", "1:8C5", "2:P2", "3:100", "4:10"]
-    assert [int(r["neurons"]) for r in rows] == [784, 8 * 24 * 24, 8 * 12 * 12, 100, 10]
-    assert rows[1]["readout_accuracy"] == ""  # 4,608 neurons > max_features: listed, not fitted
-    assert 0.5 < float(rows[0]["readout_accuracy"]) <= 1.0  # 200 MNIST images: pixels times are informative
-    assert all(0.0 <= float(r["firing_share"]) <= 1.0 for r in rows)
-    assert any(p.suffix == ".png" and p.stat().st_size > 0 for p in paths)
-    untrained = get_analysis("stidi-layer-readout")(mnist_run, tmp_path / "u", {"fit": 200, "limit": 100, "untrained": 1})
-    assert untrained[1].read_text() != paths[1].read_text()  # other weights, other hidden/output layers
-    # the read-out itself: separable classes are read out exactly, a constant feature gives chance
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(60) % 3
-    x = torch.randn(60, 4, generator=g) * 0.1 + torch.nn.functional.one_hot(y, 4).float()
-    assert linear_readout(x[:40], y[:40], x[40:], y[40:], 3) == 1.0
-    flat = torch.ones(60, 4)
-    assert linear_readout(flat[:40], y[:40], flat[40:], y[40:], 3) == pytest.approx(float((y[40:] == 0).float().mean()))
-
-
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
 @pytest.mark.parametrize("opt", [dict(), dict(normalisation="none", threshold_test=">")])
 def test_wide_fc_layer_matches_reference(opt):

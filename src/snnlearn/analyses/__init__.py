@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 MODULES = ("snnlearn.analyses.common", "snnlearn.analyses.s4nn", "snnlearn.analyses.desire",
-           "snnlearn.analyses.proxy", "snnlearn.analyses.stidi", "snnlearn.analyses.tssl")
+           "snnlearn.analyses.proxy", "snnlearn.analyses.stidi", "snnlearn.analyses.tssl",
+           "snnlearn.analyses.readout")
 
 Analysis = Callable[[Path | None, Path, dict[str, Any]], list[Path]]
 

@@ -67,7 +67,7 @@ def t_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> lis
         raise ValueError(f"values must be positive step counts, got {values}")
     strict = {t: 0 for t in values}
     ref = {t: 0 for t in values}
-    net = rule.net.eval()
+    rule.net.eval()
     bs = max(1, rule.eval_chunk)
     with torch.no_grad():
         for lo in range(0, len(ds), bs):
