@@ -400,7 +400,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import COMPARE_FILE, collect, plan, run_comparison
+    from .compare import collect, plan, run_comparison
 
     if args.collect:
         if args.benchmark:
@@ -419,11 +419,11 @@ def cmd_compare(args) -> int:
         from .runtime import configure_threads
 
         configure_threads(args.threads)
-    run_comparison(jobs, jobs_at_once=args.jobs, device=args.device, data_dir=args.data_dir,
-                   limit_train=args.limit_train, limit_test=args.limit_test, threads=args.threads if args.jobs > 1 else None)
-    done = [j.run_dir for j in jobs if (j.run_dir / COMPARE_FILE).is_file()]
+    status = run_comparison(jobs, jobs_at_once=args.jobs, device=args.device, data_dir=args.data_dir, limit_train=args.limit_train,
+                            limit_test=args.limit_test, threads=args.threads if args.jobs > 1 else None)
+    done = [j.run_dir for j in jobs if status[j.run_dir] != "busy"]
     if len(done) < len(jobs):  # runs another comparison process is still training
-        busy = [str(j.run_dir) for j in jobs if j.run_dir not in done]
+        busy = [str(j.run_dir) for j in jobs if status[j.run_dir] == "busy"]
         print(f"snnlearn: note: {len(busy)} run(s) are still being trained by another process and are not in the "
               f"table: {', '.join(busy)}; run the same command again once they finish", file=sys.stderr)
     if done:

@@ -426,13 +426,14 @@ def _shared_eval_limits(jobs: list[Job], log: Callable[[str], None], **kw: Any) 
 
 
 def run_comparison(jobs: list[Job], *, jobs_at_once: int = 1, log: Callable[[str], None] = print,
-                   **kw: Any) -> list[Path]:
-    """Run every job (``jobs_at_once`` worker processes, one CPU thread each when > 1); returns the
-    run directories."""
+                   **kw: Any) -> dict[Path, str]:
+    """Run every job (``jobs_at_once`` worker processes, one CPU thread each when > 1); returns
+    each run directory's :func:`run_job` status (``"busy"``: another process is training it)."""
+    status: dict[Path, str] = {}
     if jobs_at_once <= 1:
         for job in jobs:
             log(f"compare: {job.recipe} seed {job.seed} -> {job.run_dir}")
-            what = run_job(job, log=log, **kw)
+            status[job.run_dir] = what = run_job(job, log=log, **kw)
             log(f"compare: {job.recipe} seed {job.seed}: {what}")
     else:
         import multiprocessing as mp
@@ -451,8 +452,9 @@ def run_comparison(jobs: list[Job], *, jobs_at_once: int = 1, log: Callable[[str
         with ProcessPoolExecutor(max_workers=jobs_at_once, mp_context=mp.get_context("spawn")) as pool:
             args = [(j, {**kw, "eval_limit": limits.get(j.run_dir.parent)}) for j in jobs]
             for run_dir, what in pool.map(_run_job_quiet, args):
+                status[Path(run_dir)] = what
                 log(f"compare: {run_dir}: {what}")
-    return [j.run_dir for j in jobs]
+    return status
 
 
 # ---------------------------------------------------------------------------------- collecting

@@ -530,7 +530,7 @@ class RunLock:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                owner = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
+                owner = _lock_owner(self.fd)
                 os.close(self.fd)
                 self.fd = None
                 raise UserError(f"{self.path.parent} is in use by another snnlearn process (pid {owner}); "
@@ -545,6 +545,11 @@ class RunLock:
             self.fd = None
 
 
+def _lock_owner(fd: int) -> str:
+    """The pid a :class:`RunLock` wrote into its lock file, as written."""
+    return os.read(fd, 32).decode(errors="replace").strip() or "?"
+
+
 def lock_holder(run_dir: Path) -> str | None:
     """The pid (as written) of another process that holds ``run_dir``'s :class:`RunLock`, else
     ``None``. A snapshot: the lock may be taken the moment after."""
@@ -555,7 +560,7 @@ def lock_holder(run_dir: Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.read(fd, 32).decode(errors="replace").strip() or "?"
+        return _lock_owner(fd)
     finally:
         os.close(fd)  # also releases the probe's own lock
     return None

@@ -29,6 +29,22 @@ def option(options: dict[str, Any], name: str, default: Any) -> Any:
     return default
 
 
+def load_trained(run_dir: Path | None, options: dict[str, Any], name: str, kind: str, recipe: str,
+                 rules: tuple[str, ...] | None = None):
+    """``(config, rule)`` of the run an analysis reads (option ``which``: ``best`` | ``last``;
+    ``device``). ``kind`` and ``recipe`` word the error when no run directory is given; ``rules``:
+    the rules the analysis accepts (``None``: the caller checks)."""
+    if run_dir is None:
+        raise ValueError(f"{name} needs a trained {kind} run directory, e.g. `snnlearn train {recipe} --out runs/x` "
+                         f"then `snnlearn analyze {name} runs/x`")
+    from ..train import load_run
+
+    config, rule = load_run(run_dir, which=str(option(options, "which", "best")), device=str(option(options, "device", "auto")))
+    if rules is not None and config.get("rule") not in rules:
+        raise ValueError(f"{name}: {run_dir} is a {config.get('rule')!r} run, not one of {', '.join(rules)}")
+    return config, rule
+
+
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:

@@ -20,23 +20,9 @@ from typing import Any
 
 import torch
 
-from .common import pyplot, write_csv
-from .s4nn import _data
+from .common import load_trained, option, pyplot, write_csv
+from .s4nn import _data, _splits
 from .stidi import _finish
-
-
-def _load(run_dir: Path | None, options: dict[str, Any]):
-    if run_dir is None:
-        raise ValueError("layer-readout needs a trained run directory of a single-spike rule (s4nn, bs4nn, stidi), "
-                         "e.g. `snnlearn train stidi-mnist-rcsnn --out runs/stidi` then `snnlearn analyze "
-                         "layer-readout runs/stidi`")
-    from ..train import load_run
-
-    config, rule = load_run(run_dir, which=str(options.get("which", "best")), device=str(options.get("device", "auto")))
-    if not hasattr(rule, "forward_times"):
-        raise ValueError(f"layer-readout: {run_dir} is a {config.get('rule')!r} run, whose network gives no spike "
-                         f"time per layer (single-spike rules only: s4nn, bs4nn, stidi)")
-    return config, rule
 
 
 def _layer_times(rule, inputs: torch.Tensor, bs: int) -> list[torch.Tensor]:
@@ -72,20 +58,29 @@ def linear_readout(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
 
 
 def layer_readout(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
-    config, rule = _load(run_dir, options)
-    if int(options.get("untrained", 0)):
-        from ..train import build_rule, run_info
+    untrained = bool(int(option(options, "untrained", 0)))
+    if untrained and run_dir is not None:  # the run's network as built, without reading its checkpoint
+        from ..train import build_rule, resolve_device, run_info
 
         info = run_info(run_dir)
-        rule = build_rule(info["config"], tuple(info["data"]["input_shape"]), int(info["data"]["n_classes"]),
-                          rule.device, hparams=info["hparams"])
-    from ..train import prepare_data
-
-    n_fit, bs = int(options.get("fit", 5000)), int(options.get("batch_size", 500))
-    max_features = int(options.get("max_features", 5000))
-    train, _, _ = prepare_data(config, options.get("data_dir"))
-    fit = train.subset(torch.arange(min(n_fit, len(train))))
-    score = _data(config, {"split": "val", "limit": 1000, **options})
+        if info is None:
+            raise ValueError(f"layer-readout: {run_dir} holds no run.json to rebuild the network from")
+        config = info["config"]
+        rule = build_rule(config, tuple(info["data"]["input_shape"]), int(info["data"]["n_classes"]),
+                          resolve_device(str(option(options, "device", "auto"))), hparams=info["hparams"])
+    else:
+        config, rule = load_trained(run_dir, options, "layer-readout", "single-spike (s4nn, bs4nn, stidi)",
+                                    "stidi-mnist-rcsnn")
+    if not hasattr(rule, "forward_times"):
+        raise ValueError(f"layer-readout: {run_dir} is a {config.get('rule')!r} run, whose network gives no spike "
+                         f"time per layer (single-spike rules only: s4nn, bs4nn, stidi)")
+    n_fit, bs = int(option(options, "fit", 5000)), int(option(options, "batch_size", 500))
+    max_features = int(option(options, "max_features", 5000))
+    # one load of the data: the fit images from the training split, the scored ones from `split`
+    score_options = {"split": "val", "limit": 1000, **options}
+    splits = _splits(config, score_options)
+    score = _data(config, score_options, splits)
+    fit = splits[0].subset(torch.arange(min(n_fit, len(splits[0]))))
     f_fit, f_score = _layer_times(rule, fit.inputs, bs), _layer_times(rule, score.inputs, bs)
     tokens = str(config.get("arch", "")).split("-")
     if len(tokens) == len(f_fit) - 1:  # the arch string does not name the input
@@ -108,7 +103,7 @@ def layer_readout(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) 
     ax.set_xticks(xs, [f"{r[0]}\n({r[1]})" for r in rows], fontsize=8)
     ax.set_ylim(0, 115)
     ax.set_ylabel("%")
-    what = "untrained (fresh init)" if int(options.get("untrained", 0)) else f"trained ({options.get('which', 'best')})"
+    what = "untrained (fresh init)" if untrained else f"trained ({options.get('which', 'best')})"
     ax.set_title(f"{config.get('name', '')}, {what}: fit {len(fit)} train, score {len(score)} {options.get('split', 'val')}",
                  fontsize=9)
     ax.legend(fontsize=8, loc="upper center", ncol=2)

@@ -27,30 +27,28 @@ from typing import Any
 
 import torch
 
-from .common import pyplot, write_csv
+from .common import load_trained, pyplot, write_csv
 
 
 # ------------------------------------------------------------------------------------- helpers
 
 def _load(run_dir: Path | None, options: dict[str, Any], name: str):
-    if run_dir is None:
-        raise ValueError(
-            f"{name} needs a trained S4NN run directory, e.g. `snnlearn train s4nn-mnist --out runs/s4nn` "
-            f"then `snnlearn analyze {name} runs/s4nn`"
-        )
-    from ..train import load_run
-
-    config, rule = load_run(run_dir, which=str(options.get("which", "best")), device=str(options.get("device", "auto")))
-    if config.get("rule") not in ("s4nn", "bs4nn"):  # BS4NN is S4NN with binary weights
-        raise ValueError(f"{name}: {run_dir} is a {config.get('rule')!r} run, not an s4nn or bs4nn run")
-    return config, rule
+    return load_trained(run_dir, options, name, "S4NN", "s4nn-mnist", ("s4nn", "bs4nn"))  # BS4NN: binary S4NN
 
 
-def _data(config: dict[str, Any], options: dict[str, Any]):
+def _splits(config: dict[str, Any], options: dict[str, Any]):
+    """``(train, val, test)`` of the run's recipe, validation and test limited to option ``limit``."""
     from ..train import prepare_data
 
     limit = options.get("limit")
-    train, val, test = prepare_data(config, options.get("data_dir"), limit_test=int(limit) if limit else None)
+    return prepare_data(config, options.get("data_dir"), limit_test=int(limit) if limit else None)
+
+
+def _data(config: dict[str, Any], options: dict[str, Any], splits=None):
+    """The split an analysis reads (option ``split``, default ``test``; ``limit`` samples), from
+    ``splits`` (:func:`_splits`) when the caller has loaded them already."""
+    limit = options.get("limit")
+    train, val, test = _splits(config, options) if splits is None else splits
     split = str(options.get("split", "test"))
     ds = {"train": train, "val": val, "test": test}.get(split)
     if ds is None:

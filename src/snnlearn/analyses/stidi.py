@@ -23,20 +23,12 @@ from typing import Any
 
 import torch
 
-from .common import pyplot, write_csv
+from .common import load_trained, pyplot, write_csv
 from .s4nn import _data
 
 
 def _load(run_dir: Path | None, options: dict[str, Any], name: str):
-    if run_dir is None:
-        raise ValueError(f"{name} needs a trained STiDi-BP run directory, e.g. `snnlearn train stidi-mnist-rcsnn "
-                         f"--out runs/stidi` then `snnlearn analyze {name} runs/stidi`")
-    from ..train import load_run
-
-    config, rule = load_run(run_dir, which=str(options.get("which", "best")), device=str(options.get("device", "auto")))
-    if config.get("rule") != "stidi":
-        raise ValueError(f"{name}: {run_dir} is a {config.get('rule')!r} run, not a stidi run")
-    return config, rule
+    return load_trained(run_dir, options, name, "STiDi-BP", "stidi-mnist-rcsnn", ("stidi",))
 
 
 def _decisions(rule, inputs: torch.Tensor, labels: torch.Tensor, bs: int):

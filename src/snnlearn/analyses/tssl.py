@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .common import option, write_csv
+from .common import load_trained, option, write_csv
 
 
 def _rate_edges(options: dict[str, Any], T: int = 100) -> list[float]:
@@ -79,14 +79,9 @@ def _markdown(path: Path, T: int, rate_labels: list[str], counts: list[list[Any]
 
 
 def firing_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
-    if run_dir is None:
-        raise ValueError("tssl-firing-activity needs a trained TSSL run directory, e.g. `snnlearn train "
-                         "tssl-mnist-cnn --out runs/tssl` then `snnlearn analyze tssl-firing-activity runs/tssl`")
-    from ..train import load_run, prepare_data
+    from ..train import prepare_data
 
-    config, rule = load_run(run_dir, which=str(option(options, "which", "best")), device=str(option(options, "device", "auto")))
-    if config.get("rule") != "tssl":
-        raise ValueError(f"tssl-firing-activity: {run_dir} is a {config.get('rule')!r} run, not a tssl run")
+    config, rule = load_trained(run_dir, options, "tssl-firing-activity", "TSSL", "tssl-mnist-cnn", ("tssl",))
     limit = int(option(options, "limit", 100))
     split = str(option(options, "split", "test"))
     train, val, test = prepare_data(config, option(options, "data_dir", None), limit_test=limit)
