@@ -273,6 +273,21 @@ def test_set_parses_yaml_values_and_dotted_keys():
     assert o == {"lr": 0.5, "dataset_options": {"n_frames": 30}, "flag": True, "sizes": [1, 2]}
 
 
+def test_duplicate_yaml_keys_are_an_error(tmp_path):
+    # PyYAML keeps the last of two equal keys silently; a recipe edited twice must say so instead.
+    path = tmp_path / "twice.yaml"
+    path.write_text("rule: s4nn\nlr: 0.1\narch: 4-2\nlr: 0.2\n")
+    with pytest.raises(train.UserError, match=r"duplicate key 'lr' at line 4 \(first at line 2\)"):
+        train.read_yaml_mapping(path)
+    path.write_text("rule: s4nn\ndataset_options:\n  n: 1\n  n: 2\n")
+    with pytest.raises(train.UserError, match="duplicate key 'n'"):
+        train.read_yaml_mapping(path)
+    with pytest.raises(ValueError, match="duplicate key 'a'"):
+        train.parse_overrides(["x={a: 1, a: 2}"])
+    assert train.load_yaml("a: 1\nb: {a: 2}\n") == {"a": 1, "b": {"a": 2}}  # equal keys at different levels are fine
+    assert train.load_yaml("lr: 1e-4") == {"lr": 1e-4}
+
+
 def test_variant_blocks_follow_the_chosen_variant(toy, tmp_path):
     recipe = yaml.safe_load(toy.read_text())
     recipe["variants"] = {"paper": {"lr": 0.2}, "reference": {"lr": 0.3, "batch_size": 4}}

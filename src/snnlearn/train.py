@@ -82,7 +82,24 @@ DATA_SETTINGS = ("dataset", "dataset_options", "val_size", "limit_train", "limit
 # ------------------------------------------------------------------------------------ file helpers
 class _YAMLLoader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2 floats: ``1e-4`` is the number 0.0001 (YAML 1.1, which
-    PyYAML follows, reads it as the string '1e-4' because it lacks a dot)."""
+    PyYAML follows, reads it as the string '1e-4' because it lacks a dot), and duplicate keys are an
+    error (PyYAML keeps the last one silently, so a recipe edited twice would train on whichever
+    line came later)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: let PyYAML report it
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                                f"(first at line {first.start_mark.line + 1})")
+        return super().construct_mapping(node, deep=deep)
 
 
 _YAMLLoader.add_implicit_resolver(
