@@ -45,6 +45,40 @@ def load_trained(run_dir: Path | None, options: dict[str, Any], name: str, kind:
     return config, rule
 
 
+def load_splits(config: dict[str, Any], options: dict[str, Any]):
+    """``(train, val, test)`` of a run's recipe, validation and test limited to option ``limit``."""
+    from ..train import prepare_data
+
+    limit = options.get("limit")
+    return prepare_data(config, options.get("data_dir"), limit_test=int(limit) if limit else None)
+
+
+def analysis_split(config: dict[str, Any], options: dict[str, Any], splits=None):
+    """The split an analysis reads (option ``split``, default ``test``; ``limit`` samples), from
+    ``splits`` (:func:`load_splits`) when the caller has loaded them already."""
+    import torch
+
+    limit = options.get("limit")
+    train, val, test = load_splits(config, options) if splits is None else splits
+    split = str(options.get("split", "test"))
+    ds = {"train": train, "val": val, "test": test}.get(split)
+    if ds is None:
+        raise ValueError(f"split {split!r} is not available for this run (choose test, val or train)")
+    if limit and split == "train":
+        ds = ds.subset(torch.arange(min(int(limit), len(ds))))
+    return ds
+
+
+def save_figure(plt, fig, path: Path, *, tight: bool = True) -> Path:
+    """Lay ``fig`` out (``tight``), write it as a PNG (creating the folder) and close it."""
+    if tight:
+        fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -182,11 +216,7 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
         ax.set_title("strict accuracy against training time, one point per epoch (dot: test at best validation)")
     ax.legend(fontsize=7, ncol=2, loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / "curves.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_figure(plt, fig, out_dir / "curves.png")
     csv_path = write_csv(out_dir / "curves.csv", ["run", "epoch", "val_accuracy", "test_accuracy",
                                                    "test_accuracy_reference", "tie_rate", "silent_rate",
                                                    "train_seconds", "train_cpu_seconds"], rows)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .common import history, option, pyplot, write_csv
+from .common import history, option, pyplot, save_figure, write_csv
 
 
 
@@ -118,10 +118,7 @@ def _sweep(kind: str, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     ax.text(0.02, 0.02, f"{base['epochs']} epoch(s), {n_train} training samples", transform=ax.transAxes, fontsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    png = out_dir / f"{name}.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_figure(plt, fig, out_dir / f"{name}.png")
     return [csv_path, png]
 
 
@@ -167,10 +164,7 @@ def local_loss(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> 
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
     ax.set_title("Fig. 6: local losses per layer")
-    fig.tight_layout()
-    png = out_dir / "desire-local-loss.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_figure(plt, fig, out_dir / "desire-local-loss.png")
     return [csv_path, png]
 
 
@@ -252,9 +246,7 @@ def class_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any])
                 ax.set_xlabel("class", fontsize=7)
     fig.colorbar(im, ax=axes, shrink=0.6, label="spikes / T")
     fig.suptitle("Fig. 7: per-class spike activity", fontsize=9)
-    png = out_dir / "desire-class-activity.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_figure(plt, fig, out_dir / "desire-class-activity.png", tight=False)
     return [csv_path, png]
 
 

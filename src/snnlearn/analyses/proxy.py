@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .common import history, option, pyplot, write_csv
+from .common import history, option, pyplot, save_figure, write_csv
 
 
 def _load(run_dir: Path | None, options: dict[str, Any]):
@@ -47,17 +47,6 @@ def _load(run_dir: Path | None, options: dict[str, Any]):
         raise ValueError(f"split must be test or val, got {split!r}")
     ds = test if split == "test" or val is None else val
     return config, rule, ds
-
-
-def _finish(plt, fig, ax, png: Path) -> Path:
-    """Grid, layout, write the PNG, close the figure."""
-    if ax is not None:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
 
 
 def t_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
@@ -94,7 +83,8 @@ def t_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> lis
     ax.set_ylabel(f"{'test' if 'test' in str(option(options, 'split', 'test')) else 'val'} accuracy (%)")
     ax.set_title(f"{config.get('name')}: accuracy vs T ({n} samples)")
     ax.legend(fontsize=7)
-    return [_finish(plt, fig, ax, out_dir / "proxy-T-sweep.png"), csv_path]
+    ax.grid(alpha=0.3)
+    return [save_figure(plt, fig, out_dir / "proxy-T-sweep.png"), csv_path]
 
 
 def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
@@ -123,7 +113,8 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     ax2.set_ylabel("training loss")
     ax.legend(fontsize=7, loc="center right")
     ax.set_title("Fig. 2: accuracy and loss per epoch")
-    return [_finish(plt, fig, ax, out_dir / "proxy-curves.png"), csv_path]
+    ax.grid(alpha=0.3)
+    return [save_figure(plt, fig, out_dir / "proxy-curves.png"), csv_path]
 
 
 def convert(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
@@ -162,7 +153,8 @@ def convert(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> lis
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{config.get('name')}: converted network ({len(ds)} samples)")
     ax.legend(fontsize=7)
-    return [_finish(plt, fig, ax, out_dir / "proxy-convert.png"), csv_path]
+    ax.grid(alpha=0.3)
+    return [save_figure(plt, fig, out_dir / "proxy-convert.png"), csv_path]
 
 
 def feature_maps(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
@@ -197,7 +189,7 @@ def feature_maps(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
         axes[2 * li, 0].set_ylabel("CANN ReLU", fontsize=7)
         axes[2 * li + 1, 0].set_ylabel(f"CSNN counts / {T}", fontsize=7)
     fig.suptitle(f"Fig. 4: feature maps, image {idx} of the test set", fontsize=9)
-    png = _finish(plt, fig, None, out_dir / "proxy-feature-maps.png")
+    png = save_figure(plt, fig, out_dir / "proxy-feature-maps.png")
     csv_path = write_csv(out_dir / "proxy-feature-maps.csv",
                          ["layer", "filter", "mean_relu", "mean_spike_count", "pearson_r"], rows)
     return [png, csv_path]

@@ -20,9 +20,7 @@ from typing import Any
 
 import torch
 
-from .common import load_trained, option, pyplot, write_csv
-from .s4nn import _data, _splits
-from .stidi import _finish
+from .common import analysis_split, load_splits, load_trained, option, pyplot, save_figure, write_csv
 
 
 def _layer_times(rule, inputs: torch.Tensor, bs: int) -> list[torch.Tensor]:
@@ -78,8 +76,8 @@ def layer_readout(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) 
     max_features = int(option(options, "max_features", 5000))
     # one load of the data: the fit images from the training split, the scored ones from `split`
     score_options = {"split": "val", "limit": 1000, **options}
-    splits = _splits(config, score_options)
-    score = _data(config, score_options, splits)
+    splits = load_splits(config, score_options)
+    score = analysis_split(config, score_options, splits)
     fit = splits[0].subset(torch.arange(min(n_fit, len(splits[0]))))
     f_fit, f_score = _layer_times(rule, fit.inputs, bs), _layer_times(rule, score.inputs, bs)
     tokens = str(config.get("arch", "")).split("-")
@@ -107,7 +105,7 @@ def layer_readout(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) 
     ax.set_title(f"{config.get('name', '')}, {what}: fit {len(fit)} train, score {len(score)} {options.get('split', 'val')}",
                  fontsize=9)
     ax.legend(fontsize=8, loc="upper center", ncol=2)
-    return [_finish(plt, fig, out_dir / "layer_readout.png"), csv]
+    return [save_figure(plt, fig, out_dir / "layer_readout.png"), csv]
 
 
 ANALYSES = {"layer-readout": layer_readout}

@@ -27,35 +27,13 @@ from typing import Any
 
 import torch
 
-from .common import load_trained, pyplot, write_csv
+from .common import analysis_split, load_trained, pyplot, save_figure, write_csv
 
 
 # ------------------------------------------------------------------------------------- helpers
 
 def _load(run_dir: Path | None, options: dict[str, Any], name: str):
     return load_trained(run_dir, options, name, "S4NN", "s4nn-mnist", ("s4nn", "bs4nn"))  # BS4NN: binary S4NN
-
-
-def _splits(config: dict[str, Any], options: dict[str, Any]):
-    """``(train, val, test)`` of the run's recipe, validation and test limited to option ``limit``."""
-    from ..train import prepare_data
-
-    limit = options.get("limit")
-    return prepare_data(config, options.get("data_dir"), limit_test=int(limit) if limit else None)
-
-
-def _data(config: dict[str, Any], options: dict[str, Any], splits=None):
-    """The split an analysis reads (option ``split``, default ``test``; ``limit`` samples), from
-    ``splits`` (:func:`_splits`) when the caller has loaded them already."""
-    limit = options.get("limit")
-    train, val, test = _splits(config, options) if splits is None else splits
-    split = str(options.get("split", "test"))
-    ds = {"train": train, "val": val, "test": test}.get(split)
-    if ds is None:
-        raise ValueError(f"split {split!r} is not available for this run (choose test, val or train)")
-    if limit and split == "train":
-        ds = ds.subset(torch.arange(min(int(limit), len(ds))))
-    return ds
 
 
 def _evaluate(rule, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int) -> dict[str, Any]:
@@ -80,7 +58,7 @@ def _grid(values: list[float] | None, start: float, stop: float, step: float) ->
 # ------------------------------------------------------------------------------------- Fig. 10
 def threshold_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "s4nn-threshold-sweep")
-    ds = _data(config, options)
+    ds = analysis_split(config, options)
     bs = int(options.get("batch_size", config.get("eval_batch_size", 1000)))
     thetas = _grid(options.get("thresholds"), float(options.get("start", 10)), float(options.get("stop", 150)), float(options.get("step", 10)))
     trained = list(rule.threshold)
@@ -124,17 +102,14 @@ def threshold_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]
     ax3.set_xlabel("threshold θ")
     ax3.set_ylabel("spikes until the decision")
     ax3.legend(fontsize=8)
-    fig.tight_layout()
-    png = out_dir / "s4nn_threshold_sweep.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_figure(plt, fig, out_dir / "s4nn_threshold_sweep.png")
     return [png, csv_path]
 
 
 # ------------------------------------------------------------------------------------- Fig. 8
 def jitter(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "s4nn-jitter")
-    ds = _data(config, options)
+    ds = analysis_split(config, options)
     bs = int(options.get("batch_size", config.get("eval_batch_size", 500)))
     js = _grid(options.get("jitters"), 0.0, float(options.get("max", 240)), float(options.get("step", 20)))
     repeats = int(options.get("repeats", 1))
@@ -163,10 +138,7 @@ def jitter(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{config.get('name')}: robustness to jitter (Fig. 8)")
     ax.legend()
-    fig.tight_layout()
-    png = out_dir / "s4nn_jitter.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_figure(plt, fig, out_dir / "s4nn_jitter.png")
     return [png, csv_path]
 
 
@@ -187,7 +159,7 @@ def _output_times(rule, inputs, bs):
 
 def firing_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "s4nn-firing-times")
-    ds = _data(config, options)
+    ds = analysis_split(config, options)
     bs = int(options.get("batch_size", config.get("eval_batch_size", 1000)))
     classes = list(ds.classes)
     C = len(classes)
@@ -223,11 +195,7 @@ def firing_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
         for c in range(C, nrow * ncol):
             axes[c // ncol][c % ncol].axis("off")
         fig.suptitle(f"{config.get('name')} ({tag}): output firing times per category (Fig. 4); thick = correct neuron, t_max = silent")
-        fig.tight_layout()
-        p = out_dir / f"s4nn_output_times_{tag}.png"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
+        p = save_figure(plt, fig, out_dir / f"s4nn_output_times_{tag}.png")
         paths.append(p)
     to, win, spikes, keys = results["trained"]
     # Fig. 9: mean firing time of each output neuron (rows) over each category (columns)
@@ -244,10 +212,7 @@ def firing_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
             ax.text(j, i, f"{mean[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(im, ax=ax, label="mean firing time")
     ax.set_title("mean output firing time (Fig. 9)", fontsize=9)
-    fig.tight_layout()
-    p = out_dir / "s4nn_mean_output_times.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = save_figure(plt, fig, out_dir / "s4nn_mean_output_times.png")
     paths.append(p)
     paths.append(write_csv(out_dir / "s4nn_mean_output_times.csv", ["output_neuron", *classes], [[k, *mean[k].tolist()] for k in range(C)]))
     # Fig. 5: winner firing times
@@ -258,10 +223,7 @@ def firing_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
     ax.set_ylabel("images")
     ax.legend()
     ax.set_title("first output spike (Fig. 5)")
-    fig.tight_layout()
-    p = out_dir / "s4nn_winner_times.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = save_figure(plt, fig, out_dir / "s4nn_winner_times.png")
     paths.append(p)
     # Table 4: per category, mean firing time of the correct neuron and spikes until the decision
     rows = []
@@ -310,10 +272,7 @@ def weights(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> lis
             ax.imshow(img.numpy(), cmap="RdBu_r", vmin=-v, vmax=v)
             ax.set_title(f"#{j + 1}", fontsize=8)
     fig.suptitle(f"{config.get('name')}: input → hidden weights (Fig. 6; red > 0, blue < 0)", fontsize=10)
-    fig.tight_layout()
-    p_img = out_dir / "s4nn_hidden_weights.png"
-    fig.savefig(p_img, dpi=110)
-    plt.close(fig)
+    p_img = save_figure(plt, fig, out_dir / "s4nn_hidden_weights.png")
     nh = min(n, 8)
     fig, axes = plt.subplots(1, nh, figsize=(2.6 * nh, 2.4), squeeze=False)
     lo, hi = rule.init_ranges[0]
@@ -323,10 +282,7 @@ def weights(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> lis
         ax.axvspan(lo, hi, color="grey", alpha=0.15)
         ax.set_title(f"#{j + 1}", fontsize=8)
     fig.suptitle("weight distributions (Fig. 7; grey = initial range)", fontsize=10)
-    fig.tight_layout()
-    p_hist = out_dir / "s4nn_hidden_weight_histograms.png"
-    fig.savefig(p_hist, dpi=110)
-    plt.close(fig)
+    p_hist = save_figure(plt, fig, out_dir / "s4nn_hidden_weight_histograms.png")
     rows = []
     for j in range(n_h):
         col = W[:, j]

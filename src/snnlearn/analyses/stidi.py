@@ -23,8 +23,7 @@ from typing import Any
 
 import torch
 
-from .common import load_trained, pyplot, write_csv
-from .s4nn import _data
+from .common import analysis_split, load_trained, pyplot, save_figure, write_csv
 
 
 def _load(run_dir: Path | None, options: dict[str, Any], name: str):
@@ -50,13 +49,6 @@ def _decisions(rule, inputs: torch.Tensor, labels: torch.Tensor, bs: int):
     return torch.cat(outs), torch.cat(preds), torch.cat(spikes), keys
 
 
-def _finish(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def _heatmap(plt, mat, xlabels, ylabels, title, cbar, path, fmt="{:.0f}"):
     C, D = mat.shape
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * D, 0.9 + 0.55 * C))
@@ -68,12 +60,12 @@ def _heatmap(plt, mat, xlabels, ylabels, title, cbar, path, fmt="{:.0f}"):
             ax.text(j, i, fmt.format(float(mat[i, j])), ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(im, ax=ax, label=cbar)
     ax.set_title(title, fontsize=9)
-    return _finish(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def output_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "stidi-output-times")
-    ds = _data(config, options)
+    ds = analysis_split(config, options)
     to, _, _, _ = _decisions(rule, ds.inputs, ds.labels, int(options.get("batch_size", 500)))
     classes = list(ds.classes)
     C = len(classes)
@@ -94,7 +86,7 @@ def output_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
 
 def spikes(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "stidi-spikes")
-    ds = _data(config, options)
+    ds = analysis_split(config, options)
     _, _, sp, keys = _decisions(rule, ds.inputs, ds.labels, int(options.get("batch_size", 500)))
     classes = list(ds.classes)
     rows = []
@@ -113,12 +105,12 @@ def spikes(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     ax.set_ylabel("mean spikes until the decision")
     ax.set_title(f"{config.get('name')}: spikes per layer and category (Figs. 3, 7)", fontsize=9)
     ax.legend(fontsize=8)
-    return [_finish(plt, fig, out_dir / "stidi_spikes.png"), csv]
+    return [save_figure(plt, fig, out_dir / "stidi_spikes.png"), csv]
 
 
 def potentials(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "stidi-potentials")
-    ds = _data(config, options)
+    ds = analysis_split(config, options)
     if "category" in options and "index" not in options:
         hits = (ds.labels == int(options["category"])).nonzero().flatten()
         if len(hits) == 0:
@@ -149,12 +141,12 @@ def potentials(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> 
     ax.set_ylabel("output membrane potential")
     ax.set_title(f"{config.get('name')}: image {idx} (label {classes[int(ds.labels[idx])]}), Fig. 4", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
-    return [_finish(plt, fig, out_dir / "stidi_potentials.png"), csv]
+    return [save_figure(plt, fig, out_dir / "stidi_potentials.png"), csv]
 
 
 def confusion(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     config, rule = _load(run_dir, options, "stidi-confusion")
-    ds = _data(config, options)
+    ds = analysis_split(config, options)
     _, win, _, _ = _decisions(rule, ds.inputs, ds.labels, int(options.get("batch_size", 500)))
     classes = list(ds.classes)
     C = len(classes)

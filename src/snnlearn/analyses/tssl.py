@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .common import load_trained, option, write_csv
+from .common import load_trained, option, save_figure, write_csv
 
 
 def _rate_edges(options: dict[str, Any], T: int = 100) -> list[float]:
@@ -166,10 +166,7 @@ def firing_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any]
         ax.legend(fontsize=7)
     fig.suptitle(f"{config.get('name')}: firing activity on {n} {split} samples ({100 * strict:.1f} % strict)",
                  fontsize=9)
-    fig.tight_layout()
-    png = out_dir / "tssl_firing_activity.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_figure(plt, fig, out_dir / "tssl_firing_activity.png")
     return [png, *paths]
 
 
