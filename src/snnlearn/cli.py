@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit-test", type=_positive)
     e.add_argument("--threads", type=_positive)
 
-    r = sub.add_parser("report", help="print finished runs as a markdown table (for docs/results.md)")
+    r = sub.add_parser("report", help="print runs as a markdown table row each (for docs/results.md); an unfinished run shows its epochs so far, e.g. '54 of 600'")
     r.add_argument("run_dirs", nargs="+")
     r.add_argument("--mean", action="store_true",
                    help="one row with mean ± std over the given runs (they must differ only in their seed)")
