@@ -299,6 +299,9 @@ def _mean_of_runs(run_dirs: list[str], summaries: list[dict]) -> dict:
     for run, summary in zip(run_dirs, summaries):
         path = Path(run) / "config.yaml"
         if not path.is_file():
+            if summary.get("seeds") is not None:  # the directory of a `train --seeds` run
+                raise UserError(f"--mean: {run} already holds the mean of seeds {summary['seeds']}: report it without "
+                                "--mean, or give its seed directories")
             raise UserError(f"{run} is not a run directory (no config.yaml)")
         configs.append({k: v for k, v in _jsonable(read_yaml_mapping(path)).items() if k not in ignored})
         info = run_info(run)
@@ -348,18 +351,23 @@ def cmd_report(args) -> int:
     summaries = [_read_summary(run) for run in args.run_dirs]
     if args.mean:
         summaries = [_mean_of_runs(args.run_dirs, summaries)]
-    print("| recipe | variant | epochs | strict test (final) | reference-compatible | ties | silent | best val (epoch) | test at best val | train samples/s | wall | paper |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| recipe | variant | epochs | strict test (final) | reference-compatible | ties | silent | best val (epoch) | "
+          "test at best val | ref.-compatible at best val | train samples/s | wall | paper |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in summaries:
         pm = lambda k: (f"{100 * s[k]:.2f}" + (f" ± {100 * s[k + '_std']:.2f}" if s.get(k + "_std") is not None else "")) if s.get(k) is not None else "n/a"
         best = f"{pm('best_val_accuracy')} ({s.get('best_epoch') or s.get('best_epochs')})" if s.get("best_val_accuracy") is not None else "n/a"
-        at_best = s.get("test_at_best_val")
-        at_best = f"{100 * at_best['accuracy']:.2f}" if at_best else (pm("test_accuracy_at_best_val") if s.get("test_accuracy_at_best_val") is not None else "n/a")
+        one = s.get("test_at_best_val")  # one run's record; a mean has test_accuracy[_reference]_at_best_val
+        if one:
+            at_best = f"{100 * one['accuracy']:.2f}"
+            ref_at_best = f"{100 * one['accuracy_reference']:.2f}" if one.get("accuracy_reference") is not None else "n/a"
+        else:
+            at_best, ref_at_best = pm("test_accuracy_at_best_val"), pm("test_accuracy_reference_at_best_val")
         cut = "" if s["epochs"] >= s.get("epochs_requested", s["epochs"]) else f" of {s['epochs_requested']}"
         if s.get("seeds") is not None:
             cut += f", seeds {','.join(str(x) for x in s['seeds'])}"
         print(f"| {s['recipe']} | {s['variant']} | {s['epochs']}{cut} | {pm('test_accuracy')} | {pm('test_accuracy_reference')} | "
-              f"{pm('tie_rate')} | {pm('silent_rate')} | {best} | {at_best} | {s['train_samples_per_second']:.0f} | "
+              f"{pm('tie_rate')} | {pm('silent_rate')} | {best} | {at_best} | {ref_at_best} | {s['train_samples_per_second']:.0f} | "
               f"{s['wall_seconds'] / 60:.1f} min | {s.get('paper_result') or ''} |")
     return 0
 
