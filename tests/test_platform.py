@@ -216,6 +216,11 @@ def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):
     rows = list(csv.DictReader(open(t_out / "curves.csv")))
     assert [float(r["train_cpu_seconds"]) for r in rows] == [pytest.approx(r["train_cpu_seconds"]) for r in records]
     assert cli.main(["analyze", "curves", str(tmp_path / "a"), "--out", str(t_out), "--set", "x=wall"]) == 2
+    # the seed folders of a --seeds run are told apart by their parent
+    assert cli.main(["train", str(toy), "--out", str(tmp_path / "m"), "--epochs", "1", "--seeds", "0,1", "--device", "cpu"]) == 0
+    assert cli.main(["analyze", "curves", str(tmp_path / "m" / "seed0"), "--out", str(out),
+                     "--set", f"compare=[{tmp_path / 'm' / 'seed1'},{tmp_path / 'a'}]"]) == 0
+    assert {r["run"] for r in csv.DictReader(open(out / "curves.csv"))} == {"m/seed0", "m/seed1", "a"}
 
 
 def test_rule_hears_each_epoch_and_the_run_length(toy, tmp_path, monkeypatch):

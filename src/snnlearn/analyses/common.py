@@ -146,6 +146,11 @@ CURVE_X = {"epoch": "epoch", "train_seconds": "training wall time (s, cumulative
            "train_cpu_seconds": "training CPU time (s, cumulative, evaluation excluded)"}
 
 
+def _run_label(run: Path) -> str:
+    """A run's name in a legend: its folder, with the parent for the seed folders of a ``--seeds`` run."""
+    return f"{run.parent.name}/{run.name}" if re.fullmatch(r"seed\d+", run.name) else run.name
+
+
 def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     """Validation and test accuracy (strict) per epoch of one or more runs, the best-validation
     epoch of each marked, and the paper's number as a dotted line. Options: ``compare`` (a list of
@@ -171,6 +176,7 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     rows: list[list[Any]] = []
     for i, run in enumerate(runs):
         records = history(run)
+        name = _run_label(run)
         if x_key == "epoch":
             epochs = [h["epoch"] for h in records]
         else:
@@ -182,10 +188,10 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
         val = [100 * h["val"]["accuracy"] if h.get("val") else None for h in records]
         color = f"C{i % 10}"
         mark = "." if len(records) <= 10 else None  # a run of one epoch is one point
-        ax.plot(epochs, test, color=color, lw=1.2, marker=mark, label=f"{run.name} test")
+        ax.plot(epochs, test, color=color, lw=1.2, marker=mark, label=f"{name} test")
         if any(v is not None for v in val):
             ax.plot(epochs, [float("nan") if v is None else v for v in val], color=color, lw=0.8, ls="--",
-                    label=f"{run.name} val")
+                    label=f"{name} val")
             best = max(range(len(val)), key=lambda j: (val[j] if val[j] is not None else -1.0, -j))
             ax.plot([epochs[best]], [test[best]], "o", color=color, ms=6)
             if len(runs) <= 3:  # more labels than that only clutter the plot; the CSV has them
@@ -195,7 +201,7 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
         for h in records:
             v = h.get("val") or {}
             t = h["test"]
-            rows.append([run.name, h["epoch"], v.get("accuracy"), t["accuracy"], t["accuracy_reference"],
+            rows.append([name, h["epoch"], v.get("accuracy"), t["accuracy"], t["accuracy_reference"],
                          t["tie_rate"], t["silent_rate"], h.get("train_seconds"), h.get("train_cpu_seconds")])
     paper = _paper_number(runs[0])
     if paper is not None:
