@@ -1,5 +1,5 @@
-"""Helpers shared by the analyses (plot backend, CSV output, option lookup) and the rule-agnostic
-``curves`` analysis."""
+"""Helpers shared by the analyses (plot backend and figure writer, CSV output, option lookup, the
+trained run and the data split an analysis reads) and the rule-agnostic ``curves`` analysis."""
 
 from __future__ import annotations
 
