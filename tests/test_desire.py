@@ -464,7 +464,7 @@ def test_cli_end_to_end_mnist(tmp_path):
     # The Fig. 6 and Fig. 7 analyses read this run (its metrics and its checkpoint).
     plots = tmp_path / "plots"
     assert cli.main(["analyze", "desire-local-loss", str(out), "--out", str(plots)]) == 0
-    assert cli.main(["analyze", "desire-class-activity", str(out), "--out", str(plots), "--set", "limit=200"]) == 0
+    assert cli.main(["analyze", "desire-class-activity", str(out), "--out", str(plots), "--set", "limit-test=200"]) == 0
     header = (plots / "desire-local-loss.csv").read_text().splitlines()[0]
     assert "hidden1" in header
     assert (plots / "desire-class-activity.png").stat().st_size > 0

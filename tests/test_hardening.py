@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -185,6 +186,28 @@ def test_resolved_hyperparameters_are_saved_and_used(toy, tmp_path, monkeypatch)
     (run / "run.json").unlink()  # a run from before run.json: still loads, with the recipe
     _, rule = train.load_run(run, device="cpu")
     assert rule.hparams["lr"] == 0.5
+
+
+def test_initial_network_is_rebuilt_from_run_json_without_a_checkpoint(toy, tmp_path, monkeypatch):
+    """``load_run(which="initial")``: the network the run started from (its seed, its saved
+    hyperparameters), for analyses that compare before and after learning."""
+    run = tmp_path / "run"
+    assert _train(toy, run, "--epochs", "1", "--set", "seed=3") == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    data = json.loads((run / "run.json").read_text())["data"]
+    fresh = train.build_rule(config, tuple(data["input_shape"]), data["n_classes"], torch.device("cpu"))
+    monkeypatch.setattr(PrototypeRule, "default_hparams", classmethod(lambda cls, v: {"lr": 0.5, "explode": False}))
+    shutil.rmtree(run / "checkpoint")  # no checkpoint is read
+    _, initial = train.load_run(run, which="initial", device="cpu")
+    assert initial.hparams["lr"] == 0.1 and initial.seen == 0  # as trained, not today's default
+    assert torch.equal(initial.protos, fresh.protos)
+    with pytest.raises(UserError, match="no complete 'best' checkpoint"):
+        train.load_run(run, which="best", device="cpu")
+    (run / "run.json").unlink()
+    with pytest.raises(UserError, match="initial network cannot be rebuilt"):
+        train.load_run(run, which="initial", device="cpu")
+    with pytest.raises(UserError, match="'last', 'best' or 'initial'"):
+        train.load_run(run, which="first", device="cpu")
 
 
 def test_data_source_is_recorded_and_eval_refuses_another_dataset(toy, tmp_path, capsys, monkeypatch):

@@ -1256,27 +1256,38 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_run(run_dir: str | Path, which: str = "last", device: str = "auto") -> tuple[dict[str, Any], Rule]:
-    """The recipe and the trained rule of a run directory (``which``: ``"last"`` or ``"best"``).
+    """The recipe and the rule of a run directory: ``which`` is ``"last"`` or ``"best"`` (the
+    trained network of that checkpoint) or ``"initial"`` (the network as the run built it, with
+    its seed's initial weights, before any learning; no checkpoint is read).
 
     The rule is rebuilt from the hyperparameters saved with the run (``run.json``), so a later
-    change of a default does not change an old run; runs without ``run.json`` use the recipe.
-    ``"best"`` never falls back to another checkpoint: a missing one is an error."""
+    change of a default does not change an old run; runs without ``run.json`` use the recipe
+    (``"initial"`` needs ``run.json``). ``"best"`` never falls back to another checkpoint: a
+    missing one is an error."""
     run_dir = Path(run_dir)
-    if which not in ("last", "best"):
-        raise UserError(f"which must be 'last' or 'best', got {which!r}")
+    if which not in ("last", "best", "initial"):
+        raise UserError(f"which must be 'last', 'best' or 'initial', got {which!r}")
     config = load_run_config(run_dir)
     info = run_info(run_dir)
-    ckpt = recover_checkpoint(run_dir / "checkpoint" / which)
-    if ckpt is None:
-        why = ("the run has no validation split (val_size: 0) or no epoch has finished; use --which last"
-               if which == "best" else "no epoch has finished")
-        raise UserError(f"{run_dir} has no complete '{which}' checkpoint ({why})")
     dev = resolve_device(device)
-    tensors, state = load_checkpoint(ckpt, device=dev)
-    _checkpoint_state(state, ckpt, resume=False)
-    shape = state["input_shape"]
-    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape) or state["n_classes"] < 1:
-        raise CheckpointError(f"checkpoint {ckpt}: state.json has a malformed input_shape/n_classes")
+    if which == "initial":
+        if info is None:
+            raise UserError(f"{run_dir} holds no {RUN_FILE} (a run written before it existed), so its initial network cannot be "
+                            f"rebuilt; read its last or best checkpoint instead")
+        shape, n_classes = info["data"].get("input_shape"), info["data"].get("n_classes")
+        where: Path | str = run_dir / RUN_FILE
+    else:
+        ckpt = recover_checkpoint(run_dir / "checkpoint" / which)
+        if ckpt is None:
+            why = ("the run has no validation split (val_size: 0) or no epoch has finished; use --which last"
+                   if which == "best" else "no epoch has finished")
+            raise UserError(f"{run_dir} has no complete '{which}' checkpoint ({why})")
+        tensors, state = load_checkpoint(ckpt, device=dev)
+        _checkpoint_state(state, ckpt, resume=False)
+        shape, n_classes, where = state["input_shape"], state["n_classes"], f"checkpoint {ckpt}: state.json"
+    if (not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+            or not isinstance(n_classes, int) or n_classes < 1):
+        raise CheckpointError(f"{where} has a malformed input_shape/n_classes")
     hparams = info["hparams"] if info is not None else None
     if hparams is not None:
         cls = get_rule(config["rule"])
@@ -1287,6 +1298,8 @@ def load_run(run_dir: str | Path, which: str = "last", device: str = "auto") -> 
                 raise UserError(f"{run_dir / RUN_FILE}: the run was trained with hyperparameter {key!r}, which rule "
                                 f"{config['rule']!r} no longer has")
             _check_type(f"{run_dir / RUN_FILE}: hyperparameter {key!r}", value, defaults[key])
-    rule = build_rule(config, tuple(shape), int(state["n_classes"]), dev, hparams=hparams)
+    rule = build_rule(config, tuple(shape), n_classes, dev, hparams=hparams)
+    if which == "initial":
+        return config, rule
     restore_rule(rule, tensors, state["rule"], ckpt)
     return config, rule

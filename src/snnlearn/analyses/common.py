@@ -31,8 +31,8 @@ def option(options: dict[str, Any], name: str, default: Any) -> Any:
 
 def load_trained(run_dir: Path | None, options: dict[str, Any], name: str, kind: str, recipe: str,
                  rules: tuple[str, ...] | None = None):
-    """``(config, rule)`` of the run an analysis reads (option ``which``: ``best`` | ``last``;
-    ``device``). ``kind`` and ``recipe`` word the error when no run directory is given; ``rules``:
+    """``(config, rule)`` of the run an analysis reads (option ``which``: ``best`` | ``last`` |
+    ``initial``, see :func:`snnlearn.train.load_run`; ``device``). ``kind`` and ``recipe`` word the error when no run directory is given; ``rules``:
     the rules the analysis accepts (``None``: the caller checks)."""
     if run_dir is None:
         raise ValueError(f"{name} needs a trained {kind} run directory, e.g. `snnlearn train {recipe} --out runs/x` "
@@ -45,12 +45,14 @@ def load_trained(run_dir: Path | None, options: dict[str, Any], name: str, kind:
     return config, rule
 
 
-def load_splits(config: dict[str, Any], options: dict[str, Any]):
-    """``(train, val, test)`` of a run's recipe, validation and test limited to option ``limit``."""
+def load_splits(config: dict[str, Any], options: dict[str, Any], limit_train: int | None = None):
+    """``(train, val, test)`` of a run's recipe, validation and test limited to option ``limit``,
+    training to ``limit_train`` (1 for an analysis that reads no training image)."""
     from ..train import prepare_data
 
-    limit = options.get("limit")
-    return prepare_data(config, options.get("data_dir"), limit_test=int(limit) if limit else None)
+    limit = option(options, "limit", None)
+    return prepare_data(config, option(options, "data_dir", None), limit_train=limit_train,
+                        limit_test=int(limit) if limit else None)
 
 
 def analysis_split(config: dict[str, Any], options: dict[str, Any], splits=None):

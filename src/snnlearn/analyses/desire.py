@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .common import history, option, pyplot, save_figure, write_csv
+from .common import analysis_split, history, load_splits, option, pyplot, save_figure, write_csv
 
 
 
@@ -183,7 +183,7 @@ def _activity(rule, inputs: torch.Tensor, labels: torch.Tensor, picks: list[torc
 
 def class_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     """Fig. 7: per-class spike activity of sampled hidden neurons and of the output neurons."""
-    from ..train import load_run, prepare_data
+    from ..train import load_run
 
     out_dir = Path(out_dir)
     n_pick = int(option(options, "neurons", 20))
@@ -208,10 +208,8 @@ def class_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any])
             snapshots.append((f"epoch {e}", rule, config))
     config = snapshots[0][2]
     limit = int(option(options, "limit-test", 2000)) or None
-    _, val, test = prepare_data(config, option(options, "data_dir", None), limit_train=1, limit_test=limit)
-    ds = test if split == "test" else val
-    if ds is None:
-        raise ValueError(f"split {split!r} is not available for this run")
+    splits = load_splits(config, {**options, "limit": limit}, limit_train=1)
+    ds = analysis_split(config, {"split": split}, splits)
     g = torch.Generator().manual_seed(int(option(options, "seed", 0)))
     rule0 = snapshots[0][1]
     sizes = rule0.sizes[1:]

@@ -28,25 +28,21 @@ from typing import Any
 
 import torch
 
-from .common import history, option, pyplot, save_figure, write_csv
+from .common import analysis_split, history, load_splits, option, pyplot, save_figure, write_csv
 
 
 def _load(run_dir: Path | None, options: dict[str, Any]):
     if run_dir is None:
         raise ValueError("this analysis needs a run directory, e.g. `snnlearn analyze proxy-T-sweep runs/proxy-fmnist`")
-    from ..train import load_run, prepare_data
+    from ..train import load_run
 
     config, rule = load_run(run_dir, str(option(options, "which", "best")), str(option(options, "device", "auto")))
     if not hasattr(rule, "net") or not hasattr(rule.net, "snn"):
         raise ValueError(f"{run_dir} is a {config['rule']!r} run; these analyses need proxy, sgl, ann or conversion")
-    limit = option(options, "limit", None)
-    _, val, test = prepare_data(config, option(options, "data_dir", None), limit_train=1,
-                                limit_test=int(limit) if limit else None)
     split = str(option(options, "split", "test"))
     if split not in ("test", "val"):
         raise ValueError(f"split must be test or val, got {split!r}")
-    ds = test if split == "test" or val is None else val
-    return config, rule, ds
+    return config, rule, analysis_split(config, {"split": split}, load_splits(config, options, limit_train=1))
 
 
 def t_sweep(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
@@ -119,7 +115,7 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
 
 def convert(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     from ..rules.conversion import Conversion
-    from ..train import evaluate, prepare_data
+    from ..train import evaluate
 
     config, rule, ds = _load(run_dir, options)
     values = sorted({int(v) for v in option(options, "values", [50, 100, 200])})
@@ -135,7 +131,7 @@ def convert(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> lis
                           norm=str(option(options, "norm", "max")))
         conv.net.load_state_dict(rule.net.state_dict())
         n_cal = int(option(options, "calib_samples", 1000))
-        train_ds, _, _ = prepare_data(config, option(options, "data_dir", None), limit_train=None, limit_test=1)
+        train_ds = load_splits(config, {**options, "limit": 1})[0]
         conv.calibrate(conv.encode(train_ds.inputs[:n_cal].to(conv.device)))
     else:
         raise ValueError(f"proxy-convert needs an ann or conversion run, got a {config['rule']!r} run")

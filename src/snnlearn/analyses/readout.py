@@ -7,9 +7,9 @@ The score of a layer is the accuracy of a linear read-out (multinomial logistic 
 standardised times, L2 weight 1e-3, L-BFGS from zero) fitted on the first ``fit`` training images
 (default 5,000) and scored on ``split`` (default ``val``, ``limit`` images, default 1,000: the
 selection never sees the test set), beside the share of the layer's neurons that fire.
-``untrained=1`` rebuilds the run's network with fresh initial weights (its seed): the operating
-point before learning. Layers wider than ``max_features`` (default 5,000) neurons are listed but
-not fitted (cost). Other options: ``which`` (``best`` | ``last``), ``batch_size``, ``device``,
+``untrained=1`` (the same as ``which=initial``) rebuilds the run's network with its seed's initial
+weights: the operating point before learning. Layers wider than ``max_features`` (default 5,000) neurons are listed but
+not fitted (cost). Other options: ``which`` (``best`` | ``last`` | ``initial``), ``batch_size``, ``device``,
 ``data_dir``. Writes ``layer_readout.png`` and ``layer_readout.csv``.
 """
 
@@ -57,18 +57,10 @@ def linear_readout(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
 
 def layer_readout(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     untrained = bool(int(option(options, "untrained", 0)))
-    if untrained and run_dir is not None:  # the run's network as built, without reading its checkpoint
-        from ..train import build_rule, resolve_device, run_info
-
-        info = run_info(run_dir)
-        if info is None:
-            raise ValueError(f"layer-readout: {run_dir} holds no run.json to rebuild the network from")
-        config = info["config"]
-        rule = build_rule(config, tuple(info["data"]["input_shape"]), int(info["data"]["n_classes"]),
-                          resolve_device(str(option(options, "device", "auto"))), hparams=info["hparams"])
-    else:
-        config, rule = load_trained(run_dir, options, "layer-readout", "single-spike (s4nn, bs4nn, stidi)",
-                                    "stidi-mnist-rcsnn")
+    if untrained:  # the run's network as it was built, before learning
+        options = {**options, "which": "initial"}
+    config, rule = load_trained(run_dir, options, "layer-readout", "single-spike (s4nn, bs4nn, stidi)",
+                                "stidi-mnist-rcsnn")
     if not hasattr(rule, "forward_times"):
         raise ValueError(f"layer-readout: {run_dir} is a {config.get('rule')!r} run, whose network gives no spike "
                          f"time per layer (single-spike rules only: s4nn, bs4nn, stidi)")

@@ -165,9 +165,9 @@ def firing_times(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
     C = len(classes)
     nets = [("trained", rule)]
     if bool(options.get("initial", True)):
-        from ..train import build_rule
+        from ..train import load_run
 
-        nets.insert(0, ("initial", build_rule(config, rule.input_shape, rule.n_classes, rule.device)))
+        nets.insert(0, ("initial", load_run(run_dir, "initial", str(rule.device))[1]))
     out_dir = Path(out_dir)
     paths: list[Path] = []
     plt = pyplot()
