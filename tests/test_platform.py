@@ -223,6 +223,54 @@ def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):
     assert {r["run"] for r in csv.DictReader(open(out / "curves.csv"))} == {"m/seed0", "m/seed1", "a"}
 
 
+def test_analysis_options_are_checked_before_the_analysis_runs(toy, tmp_path, capsys):
+    assert cli.main(["train", str(toy), "--out", str(tmp_path / "a"), "--epochs", "1", "--device", "cpu"]) == 0
+    out = tmp_path / "plots"
+    assert cli.main(["analyze", "curves", str(tmp_path / "a"), "--out", str(out), "--set", "xx=epoch"]) == 2
+    err = capsys.readouterr().err
+    assert "no option 'xx'; its options: compare, x" in err
+    assert not out.exists()  # refused before anything was written
+    from snnlearn.analyses import get_analysis
+
+    seen = {}
+    import snnlearn.analyses.common as common
+
+    real = common.curves
+    try:  # either spelling of a key reaches the analysis under the one it reads
+        common.ANALYSES["curves"] = lambda run, o, options: seen.update(options) or []
+        common.OPTIONS["curves"] = ("limit-test", "noise_seed")
+        get_analysis("curves")(None, out, {"limit_test": 5, "noise-seed": 1})
+        assert seen == {"limit-test": 5, "noise_seed": 1}
+        with pytest.raises(ValueError, match="given twice"):
+            get_analysis("curves")(None, out, {"limit_test": 5, "limit-test": 6})
+    finally:
+        common.ANALYSES["curves"], common.OPTIONS["curves"] = real, ("x", "compare")
+
+
+def test_every_option_an_analysis_module_reads_is_declared():
+    """A static check: each option name read in an analysis module (``option(options, "k")``,
+    ``options.get("k")``, ``options["k"]``, ``"k" in options``) is declared in its ``OPTIONS``, so
+    the up-front check never refuses an option an analysis reads."""
+    import importlib
+    import inspect
+    import re
+
+    from snnlearn.analyses import MODULES
+
+    common = set(importlib.import_module("snnlearn.analyses.common").TRAINED
+                 + importlib.import_module("snnlearn.analyses.common").SPLIT)
+    pattern = re.compile(r"""option\(options, ["']([\w-]+)["']|options\.get\(["']([\w-]+)["']|options\[["']([\w-]+)["']\]"""
+                         r"""|["']([\w-]+)["'] (?:not )?in options""")
+    for name in MODULES:
+        mod = importlib.import_module(name)
+        read = {next(g for g in m.groups() if g) for m in pattern.finditer(inspect.getsource(mod))}
+        declared = {k for opts in mod.OPTIONS.values() for k in opts}
+        assert set(mod.OPTIONS) == set(mod.ANALYSES), name
+        if name.endswith(".common"):
+            read -= common  # read by the shared loaders, declared by the analyses that call them
+        assert read <= declared, (name, sorted(read - declared))
+
+
 def test_rule_hears_each_epoch_and_the_run_length(toy, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(PrototypeRule, "start_epoch", lambda self, epoch, n_epochs=None: calls.append((epoch, n_epochs)))

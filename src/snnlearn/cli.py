@@ -373,12 +373,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .analyses import get_analysis, list_analyses
+    from .analyses import analysis_options, get_analysis, list_analyses
     from .train import parse_overrides
 
     if args.name == "list":
         for name in list_analyses():
-            print(name)
+            print(f"{name:24s} options: {', '.join(analysis_options(name)) or 'none'}")
         return 0
     fn = get_analysis(args.name)
     run_dir = Path(args.run_dir) if args.run_dir else None

@@ -29,6 +29,10 @@ def option(options: dict[str, Any], name: str, default: Any) -> Any:
     return default
 
 
+TRAINED = ("which", "device")  # the options of load_trained
+SPLIT = ("split", "limit", "data_dir")  # the options of analysis_split / load_splits
+
+
 def load_trained(run_dir: Path | None, options: dict[str, Any], name: str, kind: str, recipe: str,
                  rules: tuple[str, ...] | None = None):
     """``(config, rule)`` of the run an analysis reads (option ``which``: ``best`` | ``last`` |
@@ -232,3 +236,4 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
 
 
 ANALYSES = {"curves": curves}
+OPTIONS = {"curves": ("x", "compare")}

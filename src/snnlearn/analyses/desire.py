@@ -254,3 +254,11 @@ ANALYSES = {
     "desire-local-loss": local_loss,
     "desire-class-activity": class_activity,
 }
+_RECIPE = ("recipe", "variant", "seed", "batch_size", "dropout_hidden", "dropout_input", "lr", "epochs")
+_TRAINING = ("limit-train", "limit-test", "device", "data_dir")
+OPTIONS = {
+    "desire-sweep-hidden": (*_RECIPE, *_TRAINING, "values", "T"),
+    "desire-sweep-T": (*_RECIPE, *_TRAINING, "values", "N"),
+    "desire-local-loss": (),
+    "desire-class-activity": (*_RECIPE, *_TRAINING, "which", "neurons", "split"),
+}

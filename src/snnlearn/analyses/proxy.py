@@ -193,3 +193,7 @@ def feature_maps(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
 
 ANALYSES = {"proxy-T-sweep": t_sweep, "proxy-curves": curves, "proxy-convert": convert,
             "proxy-feature-maps": feature_maps}
+_LOADED = ("which", "device", "split", "limit", "data_dir")  # _load
+OPTIONS = {"proxy-T-sweep": (*_LOADED, "values"), "proxy-curves": (),
+           "proxy-convert": (*_LOADED, "values", "norm", "calib_samples"),
+           "proxy-feature-maps": (*_LOADED, "index", "filters", "seed")}

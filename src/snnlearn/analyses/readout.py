@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .common import analysis_split, load_splits, load_trained, option, pyplot, save_figure, write_csv
+from .common import SPLIT, TRAINED, analysis_split, load_splits, load_trained, option, pyplot, save_figure, write_csv
 
 
 def _layer_times(rule, inputs: torch.Tensor, bs: int) -> list[torch.Tensor]:
@@ -101,3 +101,4 @@ def layer_readout(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) 
 
 
 ANALYSES = {"layer-readout": layer_readout}
+OPTIONS = {"layer-readout": (*TRAINED, *SPLIT, "untrained", "fit", "batch_size", "max_features")}

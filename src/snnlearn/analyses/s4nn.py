@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .common import analysis_split, load_trained, pyplot, save_figure, write_csv
+from .common import SPLIT, TRAINED, analysis_split, load_trained, pyplot, save_figure, write_csv
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -301,4 +301,10 @@ ANALYSES = {
     "s4nn-jitter": jitter,
     "s4nn-firing-times": firing_times,
     "s4nn-weights": weights,
+}
+OPTIONS = {
+    "s4nn-threshold-sweep": (*TRAINED, *SPLIT, "batch_size", "thresholds", "start", "stop", "step"),
+    "s4nn-jitter": (*TRAINED, *SPLIT, "batch_size", "jitters", "max", "step", "repeats", "noise_seed"),
+    "s4nn-firing-times": (*TRAINED, *SPLIT, "batch_size", "initial"),
+    "s4nn-weights": (*TRAINED, "neurons"),
 }

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .common import analysis_split, load_trained, pyplot, save_figure, write_csv
+from .common import SPLIT, TRAINED, analysis_split, load_trained, pyplot, save_figure, write_csv
 
 
 def _load(run_dir: Path | None, options: dict[str, Any], name: str):
@@ -170,4 +170,10 @@ ANALYSES = {
     "stidi-spikes": spikes,
     "stidi-potentials": potentials,
     "stidi-confusion": confusion,
+}
+OPTIONS = {
+    "stidi-output-times": (*TRAINED, *SPLIT, "batch_size"),
+    "stidi-spikes": (*TRAINED, *SPLIT, "batch_size"),
+    "stidi-potentials": (*TRAINED, *SPLIT, "category", "index"),
+    "stidi-confusion": (*TRAINED, *SPLIT, "batch_size"),
 }

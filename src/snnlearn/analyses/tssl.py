@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .common import load_trained, option, save_figure, write_csv
+from .common import SPLIT, TRAINED, analysis_split, load_trained, option, save_figure, write_csv
 
 
 def _rate_edges(options: dict[str, Any], T: int = 100) -> list[float]:
@@ -79,15 +79,10 @@ def _markdown(path: Path, T: int, rate_labels: list[str], counts: list[list[Any]
 
 
 def firing_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
-    from ..train import prepare_data
-
     config, rule = load_trained(run_dir, options, "tssl-firing-activity", "TSSL", "tssl-mnist-cnn", ("tssl",))
     limit = int(option(options, "limit", 100))
     split = str(option(options, "split", "test"))
-    train, val, test = prepare_data(config, option(options, "data_dir", None), limit_test=limit)
-    ds = {"train": train, "val": val, "test": test}.get(split)
-    if ds is None:
-        raise ValueError(f"split {split!r} is not available for this run (choose test, val or train)")
+    ds = analysis_split(config, {**options, "limit": limit, "split": split})
     n = min(limit, len(ds))
     T = int(rule.T)
     edges = _rate_edges(options, T)
@@ -171,3 +166,4 @@ def firing_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any]
 
 
 ANALYSES = {"tssl-firing-activity": firing_activity}
+OPTIONS = {"tssl-firing-activity": (*TRAINED, *SPLIT, "batch_size", "rate_bins")}
