@@ -202,7 +202,9 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
             ax.plot([epochs[best]], [test[best]], "o", color=color, ms=6)
             if len(runs) <= 3:  # more labels than that only clutter the plot; the CSV has them
                 ax.annotate(f"{test[best]:.2f} % (epoch {records[best]['epoch']})", (epochs[best], test[best]),
-                            textcoords="offset points", xytext=(6, 10), fontsize=8, color=color,
+                            # stacked per run: best epochs of several seeds often fall close together
+                            textcoords="offset points", xytext=(6, 10 + 16 * i), fontsize=8, color=color,
+                            arrowprops=dict(arrowstyle="-", color=color, lw=0.5) if i else None,
                             bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.5, alpha=0.9))
         for h in records:
             v = h.get("val") or {}
