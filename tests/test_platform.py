@@ -164,6 +164,12 @@ def test_train_summary_and_resume_is_exact(toy, tmp_path, capsys):
     b, _ = load_checkpoint(part / "checkpoint" / "last")
     assert torch.equal(a["protos"], b["protos"])
     assert len((part / "metrics.jsonl").read_text().splitlines()) == 3
+    # an edited description (a label) does not strand the run; an edited setting does
+    toy.write_text(toy.read_text() + "description: edited\n")
+    assert cli.main(["train", str(toy), "--out", str(part), "--epochs", "4", "--resume", "--device", "cpu"]) == 0
+    assert cli.main(["train", str(toy), "--out", str(part), "--epochs", "5", "--resume", "--device", "cpu",
+                     "--set", "lr=0.2"]) == 2
+    assert "differs from the one this run started with in ['lr']" in capsys.readouterr().err
 
     assert cli.main(["eval", str(full)]) == 0
     assert "strict accuracy" in capsys.readouterr().out

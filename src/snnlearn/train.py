@@ -861,9 +861,10 @@ class Trainer:
                             "refusing to overwrite it: choose a new or empty directory")
         if not resume:
             raise UserError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
-        saved = read_yaml_mapping(self.out_dir / "config.yaml")
-        cfg = _jsonable(self.config)
-        saved = _jsonable(saved)
+        # label keys (name, description, paper) are documentation: editing a recipe's description
+        # must not strand its runs
+        saved = _settings(read_yaml_mapping(self.out_dir / "config.yaml"))
+        cfg = _settings(self.config)
         differs = sorted(k for k in set(saved) | set(cfg) if k != "epochs" and saved.get(k) != cfg.get(k))
         if differs:
             raise UserError(f"--resume: the recipe differs from the one this run started with in {differs}")
