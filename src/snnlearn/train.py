@@ -863,7 +863,9 @@ class Trainer:
             raise UserError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
         # label keys (name, description, paper) are documentation: editing a recipe's description
         # must not strand its runs
-        saved = _settings(read_yaml_mapping(self.out_dir / "config.yaml"))
+        saved = read_yaml_mapping(self.out_dir / "config.yaml")
+        validate_recipe(saved)  # a damaged config.yaml (a bad name, say) is refused, not compared
+        saved = _settings(saved)
         cfg = _settings(self.config)
         differs = sorted(k for k in set(saved) | set(cfg) if k != "epochs" and saved.get(k) != cfg.get(k))
         if differs:
