@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .common import analysis_split, history, load_splits, option, pyplot, save_figure, write_csv
+from .common import SPLIT, TRAINED, analysis_split, history, load_splits, option, pyplot, save_figure, write_csv
 
 
 def _load(run_dir: Path | None, options: dict[str, Any]):
@@ -193,7 +193,7 @@ def feature_maps(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -
 
 ANALYSES = {"proxy-T-sweep": t_sweep, "proxy-curves": curves, "proxy-convert": convert,
             "proxy-feature-maps": feature_maps}
-_LOADED = ("which", "device", "split", "limit", "data_dir")  # _load
+_LOADED = (*TRAINED, *SPLIT)  # _load: load_run, then analysis_split
 OPTIONS = {"proxy-T-sweep": (*_LOADED, "values"), "proxy-curves": (),
            "proxy-convert": (*_LOADED, "values", "norm", "calib_samples"),
            "proxy-feature-maps": (*_LOADED, "index", "filters", "seed")}
