@@ -465,6 +465,12 @@ def test_cli_end_to_end_mnist(tmp_path):
     plots = tmp_path / "plots"
     assert cli.main(["analyze", "desire-local-loss", str(out), "--out", str(plots)]) == 0
     assert cli.main(["analyze", "desire-class-activity", str(out), "--out", str(plots), "--set", "limit-test=200"]) == 0
+    # A training option given with a run directory would do nothing: refused, before any work.
+    from snnlearn.analyses import get_analysis
+    with pytest.raises(ValueError, match="'lr' does not apply"):
+        get_analysis("desire-class-activity")(out, plots, {"lr": 1e-3, "limit_test": 10})
+    with pytest.raises(ValueError, match="'which' does not apply"):
+        get_analysis("desire-class-activity")(None, plots, {"which": "last"})
     header = (plots / "desire-local-loss.csv").read_text().splitlines()[0]
     assert "hidden1" in header
     assert (plots / "desire-class-activity.png").stat().st_size > 0

@@ -190,6 +190,11 @@ def class_activity(run_dir: Path | None, out_dir: Path, options: dict[str, Any])
     split = str(option(options, "split", "test"))
     snapshots: list[tuple[str, Any, dict[str, Any]]] = []
     device = str(option(options, "device", "auto"))
+    # Each mode reads only its own options; one given to the other would silently do nothing.
+    unused = [k for k in (_TRAIN_ONLY if run_dir is not None else ("which",)) if option(options, k, None) is not None]
+    if unused:
+        mode = "reads the run's network" if run_dir is not None else "trains its own network (no run directory)"
+        raise ValueError(f"desire-class-activity {mode}; option {', '.join(map(repr, unused))} does not apply")
     if run_dir is not None:
         which = str(option(options, "which", "best"))
         config, rule = load_run(run_dir, which=which, device=device)
@@ -256,6 +261,8 @@ ANALYSES = {
 }
 _RECIPE = ("recipe", "variant", "seed", "batch_size", "dropout_hidden", "dropout_input", "lr", "epochs")
 _TRAINING = ("limit-train", "limit-test", "device", "data_dir")
+# class-activity options that only its training mode reads ("seed" also seeds the neuron sample)
+_TRAIN_ONLY = tuple(k for k in (*_RECIPE, "limit-train") if k != "seed")
 OPTIONS = {
     "desire-sweep-hidden": (*_RECIPE, *_TRAINING, "values", "T"),
     "desire-sweep-T": (*_RECIPE, *_TRAINING, "values", "N"),
