@@ -229,12 +229,37 @@ def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):
     assert {r["run"] for r in csv.DictReader(open(out / "curves.csv"))} == {"m/seed0", "m/seed1", "a"}
 
 
+def test_curves_shows_a_late_collapse_and_names_runs(tmp_path, monkeypatch):
+    """The y axis hides only the first epochs' climb, never a run's later collapse; ``labels``
+    names the runs in the legend and the CSV."""
+    from snnlearn.analyses import common, get_analysis
+
+    def write_run(path, accs):
+        path.mkdir()
+        rates = lambda a: {"accuracy": a, "accuracy_reference": a, "tie_rate": 0.0, "silent_rate": 0.0}
+        path.joinpath("metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": e, "val": rates(a), "test": rates(a)}) + "\n" for e, a in enumerate(accs, 1)))
+
+    # 30 epochs: a 3-epoch climb, a plateau at 80 %, then a collapse whose last epoch is at 40 %
+    write_run(tmp_path / "a", [0.1, 0.2, 0.3] + [0.8] * 17 + [0.52] * 3 + [0.51] * 3 + [0.5] * 3 + [0.4])
+    write_run(tmp_path / "b", [0.1] + [0.8] * 29)
+    figures = []
+    monkeypatch.setattr(common, "save_figure", lambda plt, fig, path, **kw: figures.append(fig.axes[0].get_ylim()) or path)
+    out = tmp_path / "plots"
+    get_analysis("curves")(tmp_path / "a", out, {"compare": [str(tmp_path / "b")], "labels": ["learnt", "frozen"]})
+    low, high = figures[0]
+    assert low <= 40 < 80 <= high and low >= 20  # the collapse shows; the climb's 10 % of run a does not
+    assert {r["run"] for r in csv.DictReader(open(out / "curves.csv"))} == {"learnt", "frozen"}
+    with pytest.raises(Exception, match="labels must name each of the 2 runs"):
+        get_analysis("curves")(tmp_path / "a", out, {"compare": [str(tmp_path / "b")], "labels": ["one"]})
+
+
 def test_analysis_options_are_checked_before_the_analysis_runs(toy, tmp_path, capsys):
     assert cli.main(["train", str(toy), "--out", str(tmp_path / "a"), "--epochs", "1", "--device", "cpu"]) == 0
     out = tmp_path / "plots"
     assert cli.main(["analyze", "curves", str(tmp_path / "a"), "--out", str(out), "--set", "xx=epoch"]) == 2
     err = capsys.readouterr().err
-    assert "no option 'xx'; its options: compare, x" in err
+    assert "no option 'xx'; its options: compare, labels, x" in err
     assert not out.exists()  # refused before anything was written
     from snnlearn.analyses import get_analysis
 

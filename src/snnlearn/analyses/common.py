@@ -163,7 +163,8 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     further run directories drawn in the same axes); ``x``: ``epoch`` (default), ``train_seconds``
     (cumulative training wall time, evaluation excluded) or ``train_cpu_seconds`` (cumulative CPU
     time of the training; runs from before it was recorded have none): runs of different cost
-    compared at equal training time."""
+    compared at equal training time; ``labels``: the legend names of the runs, in order (default:
+    their folders)."""
     from ..errors import UserError
 
     x_key = option(options, "x", "epoch")
@@ -177,12 +178,19 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     runs = ([Path(run_dir)] if run_dir is not None else []) + [Path(p) for p in compare]
     if not runs:
         raise ValueError("curves needs a run directory, e.g. `snnlearn analyze curves runs/tssl-fmnist-mlp`")
+    labels = option(options, "labels", None)
+    if isinstance(labels, str):
+        labels = [labels]
+    if labels is not None and (not isinstance(labels, list) or len(labels) != len(runs)):
+        raise UserError(f"curves: labels must name each of the {len(runs)} runs in order, e.g. "
+                        f"labels=[a,b], got {labels!r}")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     rows: list[list[Any]] = []
+    settled: list[float] = []  # each run's test curve after its first tenth of epochs
     for i, run in enumerate(runs):
         records = history(run)
-        name = _run_label(run)
+        name = str(labels[i]) if labels is not None else _run_label(run)
         if x_key == "epoch":
             epochs = [h["epoch"] for h in records]
         else:
@@ -191,6 +199,7 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
                                     "wall time; use x=train_seconds)")
             epochs = list(itertools.accumulate(float(h[x_key]) for h in records))
         test = [100 * h["test"]["accuracy"] for h in records]
+        settled += test[len(test) // 10:] if x_key == "epoch" else test
         val = [100 * h["val"]["accuracy"] if h.get("val") else None for h in records]
         color = f"C{i % 10}"
         mark = "." if len(records) <= 10 else None  # a run of one epoch is one point
@@ -216,13 +225,11 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
         ax.axhline(paper, color="k", ls=":", lw=1, label=f"paper {paper:g} %")
     ax.set_xlabel(CURVE_X[x_key])
     ax.set_ylabel("strict accuracy (%)")
-    # lower limit: the 10th percentile of the test curve (hides the first epochs' climb); upper: every
-    # plotted value (validation curves included) and the paper line stay inside
-    top = [r[3] for r in rows if r[3] is not None]
-    highest = 100 * max(top + [r[2] for r in rows if r[2] is not None])
-    # (against time every point shows: runs of a few costly epochs are what that view compares)
-    low = min(top) if x_key != "epoch" else sorted(top)[len(top) // 10]
-    ax.set_ylim(max(0.0, 100 * low - 2), min(100.5, max(paper or 0.0, highest) + 0.5))
+    # lower limit: the lowest test value after each run's first tenth of epochs (hides the early
+    # climb, not a later collapse; against time every point shows, since runs of a few costly epochs
+    # are what that view compares); upper: every plotted value (validation included) and the paper line
+    highest = 100 * max([r[3] for r in rows] + [r[2] for r in rows if r[2] is not None])
+    ax.set_ylim(max(0.0, min(settled) - 2), min(100.5, max(paper or 0.0, highest) + 0.5))
     if x_key == "epoch":
         ax.set_title("strict accuracy per epoch (dot: test at the best-validation epoch)")
     else:
@@ -238,4 +245,4 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
 
 
 ANALYSES = {"curves": curves}
-OPTIONS = {"curves": ("x", "compare")}
+OPTIONS = {"curves": ("x", "compare", "labels")}
