@@ -254,6 +254,27 @@ def test_curves_shows_a_late_collapse_and_names_runs(tmp_path, monkeypatch):
         get_analysis("curves")(tmp_path / "a", out, {"compare": [str(tmp_path / "b")], "labels": ["one"]})
 
 
+def test_stat_curves_plots_evaluation_statistics_per_epoch(tmp_path):
+    from snnlearn.analyses import get_analysis
+    from snnlearn.errors import UserError
+
+    for name, ties in (("a", [0.1, 0.2, 0.4]), ("b", [0.1, 0.1, 0.1])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(
+            {"epoch": e, "test": {"accuracy": 0.5, "accuracy_reference": 0.5, "tie_rate": t, "silent_rate": 0.0,
+                                  "stats": {"decision_time": 100 - 10 * e}}}) + "\n" for e, t in enumerate(ties, 1)))
+    out = tmp_path / "plots"
+    files = get_analysis("stat-curves")(tmp_path / "a", out, {"compare": [str(tmp_path / "b")], "labels": ["x", "y"],
+                                                             "stats": ["tie_rate", "decision_time"]})
+    assert [f.name for f in files] == ["stat-curves.png", "stat-curves.csv"]
+    rows = [(r["run"], int(r["epoch"]), r["statistic"], float(r["value"])) for r in csv.DictReader(open(out / "stat-curves.csv"))]
+    assert ("x", 3, "tie_rate", 0.4) in rows and ("y", 2, "decision_time", 80.0) in rows and len(rows) == 2 * 3 * 2
+    with pytest.raises(UserError, match="no test statistic 'spikes/total'; it has: .*decision_time"):
+        get_analysis("stat-curves")(tmp_path / "a", out, {"stats": ["spikes/total"]})
+    with pytest.raises(UserError, match="no val statistic"):  # these runs have no validation split
+        get_analysis("stat-curves")(tmp_path / "a", out, {"split": "val"})
+
+
 def test_analysis_options_are_checked_before_the_analysis_runs(toy, tmp_path, capsys):
     assert cli.main(["train", str(toy), "--out", str(tmp_path / "a"), "--epochs", "1", "--device", "cpu"]) == 0
     out = tmp_path / "plots"

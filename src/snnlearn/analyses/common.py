@@ -1,5 +1,6 @@
 """Helpers shared by the analyses (plot backend and figure writer, CSV output, option lookup, the
-trained run and the data split an analysis reads) and the rule-agnostic ``curves`` analysis."""
+trained run and the data split an analysis reads) and the rule-agnostic ``curves`` and
+``stat-curves`` analyses."""
 
 from __future__ import annotations
 
@@ -157,6 +158,28 @@ def _run_label(run: Path) -> str:
     return f"{run.parent.name}/{run.name}" if re.fullmatch(r"seed\d+", run.name) else run.name
 
 
+def _runs_and_names(run_dir: Path | None, options: dict[str, Any], name: str) -> tuple[list[Path], list[str]]:
+    """The runs a curves-like analysis draws (``run_dir``, then option ``compare``) and their legend
+    names (option ``labels``, in the same order; default: their folders)."""
+    from ..errors import UserError
+
+    compare = option(options, "compare", []) or []
+    if isinstance(compare, str):
+        compare = [compare]
+    if not isinstance(compare, list) or not all(isinstance(p, str) for p in compare):
+        raise UserError(f"{name}: compare must be a list of run directories, e.g. compare=[runs/a,runs/b], got {compare!r}")
+    runs = ([Path(run_dir)] if run_dir is not None else []) + [Path(p) for p in compare]
+    if not runs:
+        raise ValueError(f"{name} needs a run directory, e.g. `snnlearn analyze {name} runs/tssl-fmnist-mlp`")
+    labels = option(options, "labels", None)
+    if isinstance(labels, str):
+        labels = [labels]
+    if labels is not None and (not isinstance(labels, list) or len(labels) != len(runs)):
+        raise UserError(f"{name}: labels must name each of the {len(runs)} runs in order, e.g. "
+                        f"labels=[a,b], got {labels!r}")
+    return runs, [str(x) for x in labels] if labels is not None else [_run_label(r) for r in runs]
+
+
 def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     """Validation and test accuracy (strict) per epoch of one or more runs, the best-validation
     epoch of each marked, and the paper's number as a dotted line. Options: ``compare`` (a list of
@@ -170,27 +193,13 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     x_key = option(options, "x", "epoch")
     if x_key not in CURVE_X:
         raise UserError(f"curves: x must be one of {', '.join(CURVE_X)}, got {x_key!r}")
-    compare = option(options, "compare", []) or []
-    if isinstance(compare, str):
-        compare = [compare]
-    if not isinstance(compare, list) or not all(isinstance(p, str) for p in compare):
-        raise UserError(f"curves: compare must be a list of run directories, e.g. compare=[runs/a,runs/b], got {compare!r}")
-    runs = ([Path(run_dir)] if run_dir is not None else []) + [Path(p) for p in compare]
-    if not runs:
-        raise ValueError("curves needs a run directory, e.g. `snnlearn analyze curves runs/tssl-fmnist-mlp`")
-    labels = option(options, "labels", None)
-    if isinstance(labels, str):
-        labels = [labels]
-    if labels is not None and (not isinstance(labels, list) or len(labels) != len(runs)):
-        raise UserError(f"curves: labels must name each of the {len(runs)} runs in order, e.g. "
-                        f"labels=[a,b], got {labels!r}")
+    runs, names = _runs_and_names(run_dir, options, "curves")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     rows: list[list[Any]] = []
     settled: list[float] = []  # each run's test curve after its first tenth of epochs
-    for i, run in enumerate(runs):
+    for i, (run, name) in enumerate(zip(runs, names)):
         records = history(run)
-        name = str(labels[i]) if labels is not None else _run_label(run)
         if x_key == "epoch":
             epochs = [h["epoch"] for h in records]
         else:
@@ -244,5 +253,58 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     return [png, csv_path]
 
 
-ANALYSES = {"curves": curves}
-OPTIONS = {"curves": ("x", "compare", "labels")}
+def _stat(record: dict[str, Any], split: str, key: str) -> float | None:
+    """Statistic ``key`` of one epoch record's ``split``: a rate of the evaluation (``tie_rate``, …)
+    or one of the rule's ``stats`` (``decision_time``, ``spikes/total``, …); ``None`` if absent."""
+    d = record.get(split) or {}
+    value = d[key] if key in d else (d.get("stats") or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def stat_curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
+    """Per-epoch evaluation statistics of one or more runs, one panel each, to see *why* accuracy
+    moves (e.g. BS4NN's first-spike ties and decision time, a rule's spike counts). Options:
+    ``stats`` (default ``[tie_rate,silent_rate]``; any rate of the evaluation or key of its
+    ``stats``, as in ``metrics.jsonl``), ``split`` (``test``, default, or ``val``), ``compare`` and
+    ``labels`` as for ``curves``."""
+    from ..errors import UserError
+
+    runs, names = _runs_and_names(run_dir, options, "stat-curves")
+    split = str(option(options, "split", "test"))
+    if split not in ("test", "val"):
+        raise UserError(f"stat-curves: split must be test or val, got {split!r}")
+    keys = option(options, "stats", ["tie_rate", "silent_rate"])
+    keys = [keys] if isinstance(keys, str) else keys
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise UserError(f"stat-curves: stats must be a list of statistics, e.g. stats=[tie_rate,decision_time], got {keys!r}")
+    histories = [history(run) for run in runs]
+    for run, records in zip(runs, histories):
+        missing = [k for k in keys if all(_stat(h, split, k) is None for h in records)]
+        if missing:
+            last = records[-1].get(split) or {}
+            known = sorted(k for k, v in {**last, **(last.get("stats") or {})}.items() if isinstance(v, (int, float)))
+            raise UserError(f"stat-curves: {run} has no {split} statistic {', '.join(map(repr, missing))}; "
+                            f"it has: {', '.join(known) or 'none'}")
+    plt = pyplot()
+    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.4 * len(keys) + 0.6), sharex=True, squeeze=False)
+    rows: list[list[Any]] = []
+    for i, (name, records) in enumerate(zip(names, histories)):
+        epochs = [h["epoch"] for h in records]
+        for ax, key in zip(axes[:, 0], keys):
+            values = [_stat(h, split, key) for h in records]
+            ax.plot(epochs, [float("nan") if v is None else v for v in values], color=f"C{i % 10}", lw=1.1,
+                    marker="." if len(records) <= 10 else None, label=name)
+            rows += [[name, e, key, v] for e, v in zip(epochs, values)]
+    for ax, key in zip(axes[:, 0], keys):
+        ax.set_ylabel(key, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    axes[-1, 0].set_xlabel("epoch")
+    axes[0, 0].set_title(f"{split} statistics per epoch")
+    png = save_figure(plt, fig, out_dir / "stat-curves.png")
+    csv_path = write_csv(out_dir / "stat-curves.csv", ["run", "epoch", "statistic", "value"], rows)
+    return [png, csv_path]
+
+
+ANALYSES = {"curves": curves, "stat-curves": stat_curves}
+OPTIONS = {"curves": ("x", "compare", "labels"), "stat-curves": ("stats", "split", "compare", "labels")}
