@@ -379,6 +379,19 @@ def test_state_round_trip_is_exact(variant):
         assert ka == kb and torch.equal(va, vb)
 
 
+def test_every_tssl_recipe_brings_its_variant_settings():
+    """docs/rules/tssl.md: `--set variant=paper` brings tau_s = 2 in every recipe except N-MNIST's
+    (no paper-time config is recorded), and `reference` keeps the authors' HEAD values."""
+    from snnlearn.train import list_recipes, load_recipe
+
+    names = [n for n in list_recipes() if load_recipe(n)["rule"] == "tssl"]
+    assert "tssl-fmnist-mlp-quick" in names and len(names) >= 8
+    for name in names:
+        ref, paper = load_recipe(name), load_recipe(name, ["variant=paper"])
+        assert ref["variant"] == "reference" and paper["variant"] == "paper"
+        assert paper["tau_s"] == (ref["tau_s"] if "nmnist" in name else 2.0), name
+
+
 def test_hyperparameters_and_variants():
     cls = get_rule("tssl")
     assert cls is TSSLBP and cls.name == "tssl" and cls.variants == ("paper", "reference")
