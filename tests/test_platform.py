@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import math
 
 import pytest
@@ -203,6 +204,32 @@ def test_report_mean_over_separate_runs(toy, tmp_path, capsys):
     assert train.aggregate_summaries([new, old])["completed"] is True
     assert train.aggregate_summaries([new, {**old, "epochs": old["epochs_requested"] - 1}])["completed"] is False
     assert cli.main(["report", "--mean", str(tmp_path / "s0"), str(tmp_path / "s1")]) == 0
+
+
+def test_report_stats_columns_from_metrics(toy, tmp_path, capsys):
+    """`report --stats` adds a statistic of metrics.jsonl at the final and the best-validation
+    epoch; with --mean, mean ± std over the runs; a --seeds directory reads its seed folders."""
+    assert cli.main(["train", str(toy), "--out", str(tmp_path / "m"), "--seeds", "0,1", "--epochs", "2", "--device", "cpu"]) == 0
+    runs = [tmp_path / "m" / "seed0", tmp_path / "m" / "seed1"]
+    expected = []
+    for run in runs:
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        best = json.loads((run / "summary.json").read_text())["best_epoch"]
+        expected.append((records[-1]["test"]["accuracy_reference"], next(r for r in records if r["epoch"] == best)["test"]["accuracy_reference"]))
+    capsys.readouterr()
+    assert cli.main(["report", str(runs[0]), "--stats", "accuracy_reference"]) == 0
+    cells = [c.strip() for c in capsys.readouterr().out.strip().splitlines()[-1].split("|")[1:-1]]
+    assert cells[-2:] == [f"{100 * expected[0][0]:.2f}", f"{100 * expected[0][1]:.2f}"]
+    for argv in (["report", "--mean", *map(str, runs)], ["report", str(tmp_path / "m")]):
+        assert cli.main([*argv, "--stats", "accuracy_reference"]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert "accuracy_reference (final) | accuracy_reference at best val |" in out[0]
+        cells = [c.strip() for c in out[-1].split("|")[1:-1]]
+        assert len(cells) == 15
+        final = [100 * e[0] for e in expected]
+        assert cells[-2].startswith(f"{statistics.mean(final):.2f} ± {statistics.stdev(final):.2f}")
+    assert cli.main(["report", str(runs[0]), "--stats", "no_such_statistic"]) == 2
+    assert "no test statistic 'no_such_statistic'" in capsys.readouterr().err
 
 
 def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):

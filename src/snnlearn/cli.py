@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+")
     r.add_argument("--mean", action="store_true",
                    help="one row with mean ± std over the given runs (they must differ only in their seed)")
+    r.add_argument("--stats", type=lambda v: [k for k in v.split(",") if k], default=[], metavar="KEY[,KEY...]",
+                   help="extra columns: these test statistics of metrics.jsonl (e.g. accuracy/first_spike,"
+                        "tie/first_spike,decision_time) at the final and at the best-validation epoch")
 
     a = sub.add_parser("analyze", help="run an analysis (plots + CSV); `snnlearn analyze list` lists them")
     a.add_argument("name")
@@ -347,14 +351,54 @@ def _read_summary(run: str) -> dict:
     return s
 
 
+def _stat_columns(run: str, summary: dict, keys: list[str]) -> list[list[float | None]]:
+    """``[[final, at best val] per key]`` of the seed runs behind one report row: the test statistics
+    ``keys`` of ``metrics.jsonl`` at the last epoch and at the best-validation epoch, one list entry per
+    seed run (the seed folders of a ``train --seeds`` directory)."""
+    from .analyses.common import epoch_stat, history
+
+    runs = ([(Path(run) / f"seed{seed}", None) for seed in summary["seeds"]] if summary.get("seeds") is not None
+            else [(Path(run), summary.get("best_epoch"))])
+    per_run = []
+    for path, best_epoch in runs:
+        records = history(path)
+        if best_epoch is None and (path / "summary.json").is_file():  # a seed folder of a --seeds run
+            best_epoch = _read_summary(str(path)).get("best_epoch")
+        best = next((h for h in records if h["epoch"] == best_epoch), None)
+        row = []
+        for key in keys:
+            final = epoch_stat(records[-1], "test", key)
+            if final is None and all(epoch_stat(h, "test", key) is None for h in records):
+                raise UserError(f"report --stats: {path} has no test statistic {key!r} in its metrics.jsonl")
+            row.append([final, epoch_stat(best, "test", key) if best is not None else None])
+        per_run.append(row)
+    return per_run
+
+
+def _mean_std(values: list[float | None], scale: float) -> str:
+    if not values or any(v is None for v in values):
+        return "n/a"
+    if len(values) == 1:
+        return f"{scale * values[0]:.2f}"
+    return f"{scale * statistics.mean(values):.2f} ± {scale * statistics.stdev(values):.2f}"
+
+
 def cmd_report(args) -> int:
     summaries = [_read_summary(run) for run in args.run_dirs]
+    # per row, per seed run, per key: [final, at best val]
+    extra = [_stat_columns(run, s, args.stats) for run, s in zip(args.run_dirs, summaries)] if args.stats else []
     if args.mean:
         summaries = [_mean_of_runs(args.run_dirs, summaries)]
+        extra = [[row for rows in extra for row in rows]] if extra else []
+    head = "".join(f" {k} (final) | {k} at best val |" for k in args.stats)
     print("| recipe | variant | epochs | strict test (final) | reference-compatible | ties | silent | best val (epoch) | "
-          "test at best val | ref.-compatible at best val | train samples/s | wall | paper |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for s in summaries:
+          "test at best val | ref.-compatible at best val | train samples/s | wall | paper |" + head)
+    print("| --- " * (13 + 2 * len(args.stats)) + "|")
+    for i, s in enumerate(summaries):
+        # rates and accuracies (fractions) print as percentages, other statistics as they are
+        cells = "".join(
+            f" {_mean_std([r[j][w] for r in extra[i]], 100.0 if _is_fraction(k) else 1.0)} |"
+            for j, k in enumerate(args.stats) for w in (0, 1))
         pm = lambda k: (f"{100 * s[k]:.2f}" + (f" ± {100 * s[k + '_std']:.2f}" if s.get(k + "_std") is not None else "")) if s.get(k) is not None else "n/a"
         best = f"{pm('best_val_accuracy')} ({s.get('best_epoch') or s.get('best_epochs')})" if s.get("best_val_accuracy") is not None else "n/a"
         one = s.get("test_at_best_val")  # one run's record; a mean has test_accuracy[_reference]_at_best_val
@@ -368,8 +412,13 @@ def cmd_report(args) -> int:
             cut += f", seeds {','.join(str(x) for x in s['seeds'])}"
         print(f"| {s['recipe']} | {s['variant']} | {s['epochs']}{cut} | {pm('test_accuracy')} | {pm('test_accuracy_reference')} | "
               f"{pm('tie_rate')} | {pm('silent_rate')} | {best} | {at_best} | {ref_at_best} | {s['train_samples_per_second']:.0f} | "
-              f"{s['wall_seconds'] / 60:.1f} min | {s.get('paper_result') or ''} |")
+              f"{s['wall_seconds'] / 60:.1f} min | {s.get('paper_result') or ''} |" + cells)
     return 0
+
+
+def _is_fraction(key: str) -> bool:
+    """Whether a test statistic is a share (printed in %): the accuracies, the rates and the tie shares."""
+    return key.startswith(("accuracy", "tie/")) or key.endswith("_rate")
 
 
 def cmd_analyze(args) -> int:

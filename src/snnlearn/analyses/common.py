@@ -253,7 +253,7 @@ def curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list
     return [png, csv_path]
 
 
-def _stat(record: dict[str, Any], split: str, key: str) -> float | None:
+def epoch_stat(record: dict[str, Any], split: str, key: str) -> float | None:
     """Statistic ``key`` of one epoch record's ``split``: a rate of the evaluation (``tie_rate``, …)
     or one of the rule's ``stats`` (``decision_time``, ``spikes/total``, …); ``None`` if absent."""
     d = record.get(split) or {}
@@ -279,7 +279,7 @@ def stat_curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) ->
         raise UserError(f"stat-curves: stats must be a list of statistics, e.g. stats=[tie_rate,decision_time], got {keys!r}")
     histories = [history(run) for run in runs]
     for run, records in zip(runs, histories):
-        missing = [k for k in keys if all(_stat(h, split, k) is None for h in records)]
+        missing = [k for k in keys if all(epoch_stat(h, split, k) is None for h in records)]
         if missing:
             last = records[-1].get(split) or {}
             known = sorted(k for k, v in {**last, **(last.get("stats") or {})}.items() if isinstance(v, (int, float)))
@@ -291,7 +291,7 @@ def stat_curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) ->
     for i, (name, records) in enumerate(zip(names, histories)):
         epochs = [h["epoch"] for h in records]
         for ax, key in zip(axes[:, 0], keys):
-            values = [_stat(h, split, key) for h in records]
+            values = [epoch_stat(h, split, key) for h in records]
             ax.plot(epochs, [float("nan") if v is None else v for v in values], color=f"C{i % 10}", lw=1.1,
                     marker="." if len(records) <= 10 else None, label=name)
             rows += [[name, e, key, v] for e, v in zip(epochs, values)]
