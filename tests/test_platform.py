@@ -232,7 +232,7 @@ def test_report_stats_columns_from_metrics(toy, tmp_path, capsys):
     assert "no test statistic 'no_such_statistic'" in capsys.readouterr().err
 
 
-def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):
+def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path, capsys):
     for name, seed in (("a", "0"), ("b", "1")):
         assert cli.main(["train", str(toy), "--out", str(tmp_path / name), "--epochs", "2", "--seed", seed, "--device", "cpu"]) == 0
     out = tmp_path / "plots"
@@ -254,6 +254,9 @@ def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path):
     assert cli.main(["analyze", "curves", str(tmp_path / "m" / "seed0"), "--out", str(out),
                      "--set", f"compare=[{tmp_path / 'm' / 'seed1'},{tmp_path / 'a'}]"]) == 0
     assert {r["run"] for r in csv.DictReader(open(out / "curves.csv"))} == {"m/seed0", "m/seed1", "a"}
+    # the --out of a --seeds run itself: pointed at its seed folders
+    assert cli.main(["analyze", "curves", str(tmp_path / "m"), "--out", str(out)]) == 2
+    assert "is a `train --seeds` run; give its seed folders (seed0, seed1)" in capsys.readouterr().err
 
 
 def test_curves_shows_a_late_collapse_and_names_runs(tmp_path, monkeypatch):
