@@ -256,7 +256,10 @@ def test_curves_analysis_plots_runs_and_marks_best_val(toy, tmp_path, capsys):
     assert {r["run"] for r in csv.DictReader(open(out / "curves.csv"))} == {"m/seed0", "m/seed1", "a"}
     # the --out of a --seeds run itself: pointed at its seed folders
     assert cli.main(["analyze", "curves", str(tmp_path / "m"), "--out", str(out)]) == 2
-    assert "is a `train --seeds` run; give its seed folders (seed0, seed1)" in capsys.readouterr().err
+    assert "is a `train --seeds` run; give one of its seed folders (seed0, seed1)" in capsys.readouterr().err
+    for argv in (["eval", str(tmp_path / "m")], ["export", str(tmp_path / "m"), "--out", str(tmp_path / "x.pt")]):
+        assert cli.main(argv) == 2
+        assert "is a `train --seeds` run; give one of its seed folders (seed0, seed1)" in capsys.readouterr().err
 
 
 def test_curves_shows_a_late_collapse_and_names_runs(tmp_path, monkeypatch):

@@ -1233,13 +1233,23 @@ def run_info(run_dir: str | Path) -> dict[str, Any] | None:
     return info
 
 
+def not_a_run(run_dir: str | Path, missing: str) -> UserError:
+    """The error for a directory that lacks a run's file ``missing``; the ``--out`` of a
+    ``train --seeds`` run holds its runs in seed folders, and the error names them."""
+    seeds = sorted((p.name for p in Path(run_dir).glob("seed*") if (p / missing).is_file()), key=lambda n: (len(n), n))
+    if seeds:
+        return UserError(f"{run_dir} is a `train --seeds` run; give one of its seed folders ({', '.join(seeds)}), "
+                         f"e.g. {Path(run_dir) / seeds[0]}")
+    return UserError(f"{run_dir} is not a run directory (no {missing}); pass the --out of `snnlearn train`")
+
+
 def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     """A run's ``config.yaml``, validated and checked against what the run was trained with: an
     edited dataset or hyperparameter would score the model on other data or rebuild another model."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass the --out of `snnlearn train`")
+        raise not_a_run(run_dir, "config.yaml")
     config = read_yaml_mapping(config_path)
     validate_recipe(config)
     info = run_info(run_dir)

@@ -105,11 +105,9 @@ def history(run_dir: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
     if not path.is_file():
         if missing_ok:
             return []
-        seeds = sorted(p.name for p in Path(run_dir).glob("seed*") if (p / "metrics.jsonl").is_file())
-        if seeds:  # the --out of `train --seeds`: its epochs are in the seed folders
-            raise UserError(f"{run_dir} is a `train --seeds` run; give its seed folders ({', '.join(seeds)}), e.g. "
-                            f"{Path(run_dir) / seeds[0]}")
-        raise UserError(f"{run_dir} has no metrics.jsonl; pass the --out of `snnlearn train`")
+        from ..train import not_a_run
+
+        raise not_a_run(run_dir, "metrics.jsonl")
     try:
         lines = path.read_text().splitlines()
     except UnicodeDecodeError as e:
