@@ -355,23 +355,18 @@ def _stat_columns(run: str, summary: dict, keys: list[str]) -> list[list[float |
     """``[[final, at best val] per key]`` of the seed runs behind one report row: the test statistics
     ``keys`` of ``metrics.jsonl`` at the last epoch and at the best-validation epoch, one list entry per
     seed run (the seed folders of a ``train --seeds`` directory)."""
-    from .analyses.common import epoch_stat, history
+    from .analyses.common import epoch_stat, history, require_stats
 
-    runs = ([(Path(run) / f"seed{seed}", None) for seed in summary["seeds"]] if summary.get("seeds") is not None
-            else [(Path(run), summary.get("best_epoch"))])
+    # the aggregate summary of a --seeds run lists its seeds and their best epochs
+    runs = ([(Path(run) / f"seed{seed}", best) for seed, best in zip(summary["seeds"], summary.get("best_epochs") or [None] * len(summary["seeds"]))]
+            if summary.get("seeds") is not None else [(Path(run), summary.get("best_epoch"))])
     per_run = []
     for path, best_epoch in runs:
         records = history(path)
-        if best_epoch is None and (path / "summary.json").is_file():  # a seed folder of a --seeds run
-            best_epoch = _read_summary(str(path)).get("best_epoch")
+        require_stats(path, records, "test", keys, "report --stats")
         best = next((h for h in records if h["epoch"] == best_epoch), None)
-        row = []
-        for key in keys:
-            final = epoch_stat(records[-1], "test", key)
-            if final is None and all(epoch_stat(h, "test", key) is None for h in records):
-                raise UserError(f"report --stats: {path} has no test statistic {key!r} in its metrics.jsonl")
-            row.append([final, epoch_stat(best, "test", key) if best is not None else None])
-        per_run.append(row)
+        per_run.append([[epoch_stat(records[-1], "test", key), epoch_stat(best, "test", key) if best is not None else None]
+                        for key in keys])
     return per_run
 
 

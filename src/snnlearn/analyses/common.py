@@ -263,6 +263,18 @@ def epoch_stat(record: dict[str, Any], split: str, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def require_stats(run: Path, records: list[dict[str, Any]], split: str, keys: list[str], who: str) -> None:
+    """Refuse statistics that no epoch record of ``run`` has, naming those it has."""
+    from ..errors import UserError
+
+    missing = [k for k in keys if all(epoch_stat(h, split, k) is None for h in records)]
+    if missing:
+        last = records[-1].get(split) or {}
+        known = sorted(k for k, v in {**last, **(last.get("stats") or {})}.items() if isinstance(v, (int, float)))
+        raise UserError(f"{who}: {run} has no {split} statistic {', '.join(map(repr, missing))}; "
+                        f"it has: {', '.join(known) or 'none'}")
+
+
 def stat_curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) -> list[Path]:
     """Per-epoch evaluation statistics of one or more runs, one panel each, to see *why* accuracy
     moves (e.g. BS4NN's first-spike ties and decision time, a rule's spike counts). Options:
@@ -281,12 +293,7 @@ def stat_curves(run_dir: Path | None, out_dir: Path, options: dict[str, Any]) ->
         raise UserError(f"stat-curves: stats must be a list of statistics, e.g. stats=[tie_rate,decision_time], got {keys!r}")
     histories = [history(run) for run in runs]
     for run, records in zip(runs, histories):
-        missing = [k for k in keys if all(epoch_stat(h, split, k) is None for h in records)]
-        if missing:
-            last = records[-1].get(split) or {}
-            known = sorted(k for k, v in {**last, **(last.get("stats") or {})}.items() if isinstance(v, (int, float)))
-            raise UserError(f"stat-curves: {run} has no {split} statistic {', '.join(map(repr, missing))}; "
-                            f"it has: {', '.join(known) or 'none'}")
+        require_stats(run, records, split, keys, "stat-curves")
     plt = pyplot()
     fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.4 * len(keys) + 0.6), sharex=True, squeeze=False)
     rows: list[list[Any]] = []
