@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 import torch
 import torch.nn.functional as F
 
@@ -108,7 +110,7 @@ def _compare_net(variant, arch, in_shape, n_classes, batch=3, **hp):
     loss = rule.psc_loss(out, y)
     loss.backward()
 
-    keys = ("switch", "loss", "reset", "leak_grad", "desired_count", "undesired_count", "tau_s")
+    keys = ("switch", "loss", "reset", "leak_grad", "desired_count", "undesired_count", "tau_s", "target_filters")
     cfg = R.config(variant, **{k: v for k, v in hp.items() if k in keys})
     cfg["target_pattern"] = target_pattern(rule.T, "auto", variant)
     layers, links = [], []
@@ -399,7 +401,7 @@ def test_hyperparameters_and_variants():
     assert set(p) == set(r)
     diff = {k for k in p if p[k] != r[k]}
     assert diff == {"tau_s", "reset", "pooling", "switch", "switch_threshold", "leak_grad", "dtdu_clip", "lr",
-                    "optimizer", "weight_decay", "grad_clip", "weight_clamp"}
+                    "optimizer", "weight_decay", "grad_clip", "weight_clamp", "target_filters"}
     assert target_pattern(5, "auto", "paper") == [0, 1, 0, 1, 1]
     assert target_pattern(5, "auto", "reference") == [0, 1, 1, 1, 1]
     assert target_pattern(6, "auto", "reference") == [0, 1, 0, 1, 0, 1]
@@ -585,7 +587,9 @@ def test_checkpoint_from_before_the_nn_port_loads():
     scores, next_w = t.pop("expected/scores"), t.pop("expected/next_weight0")
     assert any(k.startswith("weight/") for k in t)
     with pytest.warns(DeprecationWarning):
-        rule = TSSLBP("4C3-D0.2-P2-12-10", (1, 8, 8), 10, variant="reference", seed=99, weight_scale=3.0, n_steps=5)
+        # target_filters=1: the kernel target of that commit (TSSLBP.added_hparams)
+        rule = TSSLBP("4C3-D0.2-P2-12-10", (1, 8, 8), 10, variant="reference", seed=99, weight_scale=3.0, n_steps=5,
+                      target_filters=1)
     rule.load_full_state(t, {})
     raw = torch.randint(0, 256, (12, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     assert torch.equal(rule.predict(raw).scores, scores)
@@ -661,3 +665,72 @@ def test_cli_end_to_end_and_resume(tmp_path):
     assert set(ta) == set(tb)
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
+
+
+# ------------------------------------------------------------------------ target_filters
+def test_the_kernel_target_is_filtered_target_filters_times():
+    """``reference`` filters the desired spike train twice (the authors' HEAD, pinned by
+    tests/test_golden.py), ``paper`` once (Eq. 7); the target PSC is the causal κ convolution."""
+    kappa = [(1 - 1 / 3) ** n / 3 for n in range(5)]
+
+    def filtered(d):
+        return [sum(kappa[t - j] * d[j] for j in range(t + 1)) for t in range(5)]
+
+    d = [0.0, 1.0, 1.0, 1.0, 1.0]
+    for n, variant in ((2, "reference"), (1, "paper")):
+        rule = TSSLBP("4-3", (1, 2, 2), 3, variant=variant, tau_s=3.0, target_pattern=d, dtype="float64")
+        assert rule.hparams["target_filters"] == n
+        want = d
+        for _ in range(n):
+            want = filtered(want)
+        assert torch.allclose(rule.target_psc, torch.tensor(want, dtype=F64), rtol=0, atol=1e-15)
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="target_filters"):
+            TSSLBP("4-3", (1, 2, 2), 3, target_filters=bad)
+
+
+def _toy_npz(path) -> str:
+    g = np.random.default_rng(0)
+
+    def make(n):
+        y = g.integers(0, 3, n)
+        x = (g.random((n, 1, 6, 6)) * 80).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, 0, 2 * c : 2 * c + 2, :] += 150
+        return x, y
+
+    (xtr, ytr), (xte, yte) = make(60), make(20)
+    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    return str(path)
+
+
+def test_a_run_saved_before_target_filters_continues_with_one_filter_pass(tmp_path):
+    """Runs saved before ``target_filters`` existed lack it in run.json and config.yaml and trained
+    with one pass. Resuming one (recipe silent, or setting 1) continues with 1, exactly as a fresh
+    run with 1 does; ``load_run`` rebuilds it with 1; a recipe setting 2 is refused."""
+    from snnlearn.checkpoint import load_checkpoint
+    from snnlearn.errors import UserError
+    from snnlearn.train import load_run, run_recipe
+
+    cfg = dict(name="toy", rule="tssl", variant="reference", dataset=f"npz:{_toy_npz(tmp_path / 'toy.npz')}",
+               arch="36-16-3", epochs=1, batch_size=8, val_size=12, seed=3, dtype="float64", lr=0.01)
+    fresh, old = tmp_path / "fresh", tmp_path / "old"
+    opts = dict(device="cpu", progress=False)
+    run_recipe({**cfg, "epochs": 3, "target_filters": 1}, fresh, **opts)
+    run_recipe({**cfg, "target_filters": 1}, old, **opts)
+    # make it a run from before the name existed: neither run.json nor config.yaml mentions it
+    info = json.loads((old / "run.json").read_text())
+    assert info["hparams"].pop("target_filters") == info["config"].pop("target_filters") == 1
+    (old / "run.json").write_text(json.dumps(info))
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    del saved["target_filters"]
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    run_recipe({**cfg, "epochs": 2}, old, resume=True, **opts)
+    assert load_run(old)[1].hparams["target_filters"] == 1
+    run_recipe({**cfg, "epochs": 3, "target_filters": 1}, old, resume=True, **opts)
+    assert load_run(old)[1].hparams["target_filters"] == 1
+    a, _ = load_checkpoint(fresh / "checkpoint" / "last")
+    b, _ = load_checkpoint(old / "checkpoint" / "last")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(UserError, match="target_filters"):
+        run_recipe({**cfg, "epochs": 4, "target_filters": 2}, old, resume=True, **opts)

@@ -162,12 +162,15 @@ def layer_backward(states: list[list[dict]], grads: list[list[list[float]]], cfg
     return delta
 
 
-def target_psc(pattern: list[int], tau_s: float) -> list[float]:
-    """(κ*d)[t] for the desired spike train d."""
-    out, a = [], 0.0
-    for d in pattern:
-        a = (1.0 - 1.0 / tau_s) * a + d / tau_s
-        out.append(a)
+def target_psc(pattern: list[int], tau_s: float, passes: int = 1) -> list[float]:
+    """(κ*d)[t] for the desired spike train d, filtered ``passes`` times (the authors' HEAD: 2)."""
+    out = [float(d) for d in pattern]
+    for _ in range(passes):
+        filtered, a = [], 0.0
+        for d in out:
+            a = (1.0 - 1.0 / tau_s) * a + d / tau_s
+            filtered.append(a)
+        out = filtered
     return out
 
 
@@ -177,7 +180,7 @@ def loss_and_grad(out: list[list[list[float]]], labels: list[int], cfg: dict) ->
     grad = [[[0.0] * C for _ in range(B)] for _ in range(T)]
     loss = 0.0
     if cfg["loss"] == "kernel":  # Eq. 7
-        tp = target_psc(cfg["target_pattern"], cfg["tau_s"])
+        tp = target_psc(cfg["target_pattern"], cfg["tau_s"], cfg["target_filters"])
         for t in range(T):
             for b in range(B):
                 for i in range(C):
@@ -268,10 +271,12 @@ def config(variant: str, **overrides) -> dict:
     """The neuron/loss constants of a variant (mirrors ``TSSLBP.default_hparams``)."""
     if variant == "paper":
         cfg = dict(tau_m=5.0, tau_s=2.0, threshold=1.0, reset="subtract", dtdu_clip=(-10.0, 10.0),
-                   leak_grad=False, switch="layer", switch_threshold=0.1, target_pattern=[0, 1, 0, 1, 1])
+                   leak_grad=False, switch="layer", switch_threshold=0.1, target_pattern=[0, 1, 0, 1, 1],
+                   target_filters=1)
     elif variant == "reference":
         cfg = dict(tau_m=5.0, tau_s=3.0, threshold=1.0, reset="hard", dtdu_clip=(-8.0, 0.0),
-                   leak_grad=True, switch="element", switch_threshold=0.25, target_pattern=[0, 1, 1, 1, 1])
+                   leak_grad=True, switch="element", switch_threshold=0.25, target_pattern=[0, 1, 1, 1, 1],
+                   target_filters=2)
     else:
         raise ValueError(variant)
     cfg.update(surrogate_width=0.2, surrogate_clip=8.0, surrogate_kernel=True, loss="kernel",

@@ -446,8 +446,10 @@ def resolved_hparams(config: dict[str, Any]) -> dict[str, Any]:
 def build_rule(config: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, device: torch.device,
                hparams: dict[str, Any] | None = None) -> Rule:
     """The rule of a recipe; ``hparams`` (the resolved hyperparameters saved with a run) replace the
-    recipe's when given."""
+    recipe's when given (completed by :meth:`Rule.saved_hparams` for names the run predates)."""
     cls = get_rule(config["rule"])
+    if hparams is not None:
+        hparams = cls.saved_hparams(hparams)
     return cls(
         config["arch"],
         tuple(input_shape),
@@ -839,8 +841,9 @@ class Trainer:
                 differs = _data_differences(_jsonable(data), info["data"])
                 if differs:
                     raise UserError(f"resume: the data differs from what this run was trained on in {differs}")
-                if _jsonable(info["hparams"]) != hparams:
-                    keys = sorted(k for k in set(hparams) | set(info["hparams"]) if hparams.get(k) != info["hparams"].get(k))
+                saved = _jsonable(type(rule).saved_hparams(info["hparams"]))
+                if saved != hparams:
+                    keys = sorted(k for k in set(hparams) | set(saved) if hparams.get(k) != saved.get(k))
                     raise UserError(f"resume: the rule's hyperparameters differ from the run's in {keys}")
             return self._train(rule, train, val, test, data, hparams, last, info)
 
@@ -865,8 +868,11 @@ class Trainer:
         # must not strand its runs
         saved = read_yaml_mapping(self.out_dir / "config.yaml")
         validate_recipe(saved)  # a damaged config.yaml (a bad name, say) is refused, not compared
-        saved = _settings(saved)
         cfg = _settings(self.config)
+        # a hyperparameter added since the run started, set by the recipe to its old behaviour,
+        # is what the run was trained with
+        added = get_rule(saved["rule"]).added_hparams
+        saved = _settings({**{k: v for k, v in added.items() if k in cfg}, **saved})
         differs = sorted(k for k in set(saved) | set(cfg) if k != "epochs" and saved.get(k) != cfg.get(k))
         if differs:
             raise UserError(f"--resume: the recipe differs from the one this run started with in {differs}")
@@ -897,7 +903,8 @@ class Trainer:
             if differs:
                 raise UserError(f"--resume: the data differs from what this run was trained on in {differs}")
             if isinstance(run_info.get("hparams"), dict):
-                hparams = run_info["hparams"]  # continue with the run's own hyperparameters
+                # continue with the run's own hyperparameters
+                hparams = get_rule(cfg["rule"]).saved_hparams(run_info["hparams"])
         rule = self.make_rule(tuple(train.inputs.shape[1:]), len(train.classes), hparams)
         return self._train(rule, train, val, test, data, hparams, last, run_info)
 
@@ -1305,7 +1312,7 @@ def load_run(run_dir: str | Path, which: str = "last", device: str = "auto") -> 
     if hparams is not None:
         cls = get_rule(config["rule"])
         defaults = cls.default_hparams(config.get("variant", "paper"))
-        hparams = cls._translate_renamed(hparams)
+        hparams = cls.saved_hparams(hparams)
         for key, value in hparams.items():
             if key not in defaults:
                 raise UserError(f"{run_dir / RUN_FILE}: the run was trained with hyperparameter {key!r}, which rule "

@@ -97,6 +97,11 @@ class Rule(abc.ABC):
     #: convention across rules: ``T`` (simulation time steps of rate-coded rules), ``t_max`` (the
     #: time grid of single-spike rules), ``threshold`` (firing threshold), ``lr``.
     renamed_hparams: ClassVar[dict[str, str]] = {}
+    #: Hyperparameters added after runs were saved -> the value that gives the behaviour from
+    #: before the name existed. A saved run's resolved hyperparameters (``run.json``) that lack the
+    #: name get this value (:meth:`saved_hparams`), so resuming or evaluating an old run continues
+    #: what it was trained with instead of silently taking today's default.
+    added_hparams: ClassVar[dict[str, Any]] = {}
     #: Whether ``learn`` on a mini-batch can be split over data-parallel processes (``torchrun``).
     #: A rule that sets it promises three things: (1) its batch update is a SUM over the samples,
     #: each computed from the weights at the start of the batch (autograd rules: the gradient of a
@@ -143,6 +148,12 @@ class Rule(abc.ABC):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self._update_reducer: Any = None  # set by the Trainer in data-parallel training
+
+    @classmethod
+    def saved_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """The hyperparameters a run was saved with, completed with :attr:`added_hparams`' old
+        behaviour for names the run predates and with old names translated."""
+        return {**cls.added_hparams, **cls._translate_renamed(hparams)}
 
     @classmethod
     def _translate_renamed(cls, hparams: dict[str, Any]) -> dict[str, Any]:
