@@ -13,7 +13,6 @@ import os
 import tempfile
 from datetime import timedelta
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -24,21 +23,7 @@ from snnlearn.checkpoint import load_checkpoint
 from snnlearn.errors import UserError
 from snnlearn.rules import get_rule
 from snnlearn.train import Trainer, run_recipe
-
-
-def _toy_npz(path) -> str:
-    g = np.random.default_rng(0)
-
-    def make(n):
-        y = g.integers(0, 3, n)
-        x = (g.random((n, 1, 6, 6)) * 80).astype(np.uint8)
-        for i, c in enumerate(y):
-            x[i, 0, 2 * c : 2 * c + 2, :] += 150
-        return x, y
-
-    (xtr, ytr), (xte, yte) = make(100), make(30)
-    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    return str(path)
+from toy_data import toy_npz
 
 
 def _config(npz: str, **extra) -> dict:
@@ -138,7 +123,7 @@ def test_two_processes_equal_one_and_resume_after_a_killed_rank(tmp_path):
     order of the gradient sums). With dropout (masks per seed, epoch and rank), a run whose rank 1
     is killed in epoch 2 and then resumed on both ranks gives the uninterrupted run's weights bit
     for bit."""
-    npz = _toy_npz(tmp_path / "toy.npz")
+    npz = toy_npz(tmp_path / "toy.npz")
     config = _config(npz)
     dropout = _config(npz, epochs=2, arch="36-16-D0.3-3")
     one = tmp_path / "one"
@@ -186,7 +171,7 @@ def test_desire_minibatch_two_processes_equal_one(tmp_path):
     """Desire BP's mini-batch mode (frozen weights, summed update): 2 processes × B/2 end with the
     weights of 1 process × B (float64, up to the order of the sums), on both code paths and with
     both batch reductions (``mean`` divides by the global batch), with the same test decisions."""
-    npz = _toy_npz(tmp_path / "toy.npz")
+    npz = toy_npz(tmp_path / "toy.npz")
     configs = {
         "numba-sum": _desire_config(npz, backend="numba", batch_reduction="sum"),
         "torch-mean": _desire_config(npz, backend="torch", batch_reduction="mean", lr=1.6e-2),
@@ -214,7 +199,7 @@ def test_desire_minibatch_two_processes_equal_one(tmp_path):
 
 @pytest.mark.slow
 def test_parallel_seeds_give_the_sequential_summary(tmp_path):
-    npz = _toy_npz(tmp_path / "toy.npz")
+    npz = toy_npz(tmp_path / "toy.npz")
     config = _config(npz, epochs=1)
     opts = dict(device="cpu", progress=False, log=lambda m: None)
     seq = run_recipe(config, tmp_path / "seq", seeds=[0, 1], jobs=1, **opts)
@@ -255,7 +240,7 @@ def test_torchrun_style_cli_run(tmp_path, capfd):
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
 
-    npz = _toy_npz(tmp_path / "toy.npz")
+    npz = toy_npz(tmp_path / "toy.npz")
     port = free_port()
     argv = ["train", "tssl-fmnist-mlp", "--set", f"dataset=npz:{npz}", "--set", "arch=36-16-3", "--set", "val_size=10",
             "--set", "batch_size=10", "--epochs", "1", "--no-progress", "--device", "cpu"]

@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 import torch
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tssl_reference as R  # noqa: E402
+from toy_data import toy_npz  # noqa: E402
 
 from snnlearn.nn import surrogate  # noqa: E402
 from snnlearn.nn.tssl import (  # noqa: E402
@@ -689,21 +689,6 @@ def test_the_kernel_target_is_filtered_target_filters_times():
             TSSLBP("4-3", (1, 2, 2), 3, target_filters=bad)
 
 
-def _toy_npz(path) -> str:
-    g = np.random.default_rng(0)
-
-    def make(n):
-        y = g.integers(0, 3, n)
-        x = (g.random((n, 1, 6, 6)) * 80).astype(np.uint8)
-        for i, c in enumerate(y):
-            x[i, 0, 2 * c : 2 * c + 2, :] += 150
-        return x, y
-
-    (xtr, ytr), (xte, yte) = make(60), make(20)
-    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    return str(path)
-
-
 def test_a_run_saved_before_target_filters_continues_with_one_filter_pass(tmp_path):
     """Runs saved before ``target_filters`` existed lack it in run.json and config.yaml and trained
     with one pass. Resuming one (recipe silent, or setting 1) continues with 1, exactly as a fresh
@@ -712,7 +697,7 @@ def test_a_run_saved_before_target_filters_continues_with_one_filter_pass(tmp_pa
     from snnlearn.errors import UserError
     from snnlearn.train import load_run, run_recipe
 
-    cfg = dict(name="toy", rule="tssl", variant="reference", dataset=f"npz:{_toy_npz(tmp_path / 'toy.npz')}",
+    cfg = dict(name="toy", rule="tssl", variant="reference", dataset=f"npz:{toy_npz(tmp_path / 'toy.npz', 60, 20)}",
                arch="36-16-3", epochs=1, batch_size=8, val_size=12, seed=3, dtype="float64", lr=0.01)
     fresh, old = tmp_path / "fresh", tmp_path / "old"
     opts = dict(device="cpu", progress=False)
