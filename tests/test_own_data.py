@@ -12,11 +12,16 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+import sys
+
 from snnlearn import cli
 from snnlearn.data import load_dataset
 from snnlearn.errors import UserError
 from snnlearn.rules import get_rule
 from snnlearn.train import Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy_data import toy_images  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 QUIET = dict(device="cpu", progress=False, log=lambda m: None)
@@ -39,17 +44,8 @@ def test_readme_example_runs_as_written(capsys, tmp_path, monkeypatch):
     assert (tmp_path / "tssl.nir").stat().st_size > 0
 
 
-def _images(n: int, seed: int, shape=(1, 6, 6)):
-    g = np.random.default_rng(seed)
-    y = g.integers(0, 3, n)
-    x = (g.random((n, *shape)) * 80).astype(np.uint8)
-    for i, c in enumerate(y):
-        x[i, :, 2 * c : 2 * c + 2, :] += 150
-    return x, y
-
-
 def _npz(path, **override) -> str:
-    (xtr, ytr), (xte, yte) = _images(60, 0), _images(20, 1)
+    (xtr, ytr), (xte, yte) = toy_images(60, 0), toy_images(20, 1)
     arrays = dict(x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
     arrays.update(override)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
@@ -96,7 +92,7 @@ def test_fit_on_tensors_equals_the_recipe_path_and_resumes(tmp_path):
 
 
 def test_fit_takes_any_dataset_in_memory_without_a_run_directory():
-    x, y = _images(30, 2)
+    x, y = toy_images(30, 2)
 
     class Pairs(Dataset):
         def __len__(self):
@@ -129,7 +125,7 @@ def test_fit_checks_its_settings_against_the_rule():
     with pytest.raises(UserError, match="unknown Trainer setting"):
         Trainer({"epochs": 1, "lr": 0.1})
     with pytest.raises(UserError, match="arch"):
-        Trainer({"epochs": 1, "arch": "36-8-3"}, **QUIET).fit(_rule(), _images(4, 0))
+        Trainer({"epochs": 1, "arch": "36-8-3"}, **QUIET).fit(_rule(), toy_images(4, 0))
 
 
 # ------------------------------------------------------------------------------------------- npz
@@ -181,7 +177,7 @@ def test_npz_missing_file_and_unknown_option(tmp_path, capsys):
 def _folder(root: Path, sizes=((6, 6),), split_dirs=True, rgb=False) -> Path:
     from PIL import Image
 
-    parts = {"train": _images(30, 0, (3, 8, 8)), "test": _images(12, 1, (3, 8, 8))} if split_dirs else {"": _images(40, 0, (3, 8, 8))}
+    parts = {"train": toy_images(30, 0, (3, 8, 8)), "test": toy_images(12, 1, (3, 8, 8))} if split_dirs else {"": toy_images(40, 0, (3, 8, 8))}
     names = ["cat", "dog", "eel"]
     for part, (x, y) in parts.items():
         for i, (img, label) in enumerate(zip(x, y)):
