@@ -1,4 +1,4 @@
-"""Command line: ``snnlearn recipes | train | eval | report | analyze | export | import | compare``.
+"""Command line: ``snnlearn recipes | train | eval | report | record | analyze | export | import | compare``.
 
 Bad input (an unknown recipe, a malformed ``--set`` or file, missing data, a corrupt checkpoint, an
 unavailable device, a full disk) ends with a one-line ``snnlearn: error: ...`` message and exit
@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stats", type=lambda v: [k for k in v.split(",") if k], default=[], metavar="KEY[,KEY...]",
                    help="extra columns: these test statistics of metrics.jsonl (e.g. accuracy/first_spike,"
                         "tie/first_spike,decision_time) at the final and at the best-validation epoch")
+
+    rec = sub.add_parser("record", help="copy finished runs without their checkpoints, data paths relative to "
+                                        "$SNNLEARN_DATA, to keep or commit as evidence (`snnlearn report` reads them)")
+    rec.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rec.add_argument("--into", required=True, help="folder that receives one record per run, named as the run's folder")
+    rec.add_argument("--data-root", dest="data_roots", action="append", metavar="DIR",
+                     help="a data folder whose paths the record writes as $SNNLEARN_DATA/... (repeatable; "
+                          "default: the folders of $SNNLEARN_DATA)")
 
     a = sub.add_parser("analyze", help="run an analysis (plots + CSV); `snnlearn analyze list` lists them")
     a.add_argument("name")
@@ -416,6 +424,19 @@ def _is_fraction(key: str) -> bool:
     return key.startswith(("accuracy", "tie/")) or key.endswith("_rate")
 
 
+def cmd_record(args) -> int:
+    from .records import write_record
+
+    names = [Path(run).resolve().name for run in args.run_dirs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UserError(f"two runs would share the record name(s) {', '.join(dupes)} under {args.into}; record them one at a time")
+    for run, name in zip(args.run_dirs, names):
+        files = write_record(run, Path(args.into) / name, data_roots=args.data_roots)
+        print(f"{Path(args.into) / name}: {len(files)} files")
+    return 0
+
+
 def cmd_analyze(args) -> int:
     from .analyses import analysis_options, get_analysis, list_analyses
     from .train import parse_overrides
@@ -505,7 +526,7 @@ def _is_user_error(e: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"recipes": cmd_recipes, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "analyze": cmd_analyze,
+    handlers = {"recipes": cmd_recipes, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "record": cmd_record, "analyze": cmd_analyze,
                 "export": cmd_export, "import": cmd_import, "compare": cmd_compare}
     try:
         return handlers[args.command](args)
