@@ -14,7 +14,6 @@ machine: ``snnlearn report`` reads a record as it reads a run directory.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -55,21 +54,9 @@ def _rewrite_sources(obj: dict[str, Any], roots: Sequence[Path]) -> dict[str, An
     return obj
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    from .train import read_json_mapping
-
-    return read_json_mapping(path)
-
-
 def _seed_folders(run: Path, summary: dict[str, Any]) -> list[Path]:
     """The seed folders of a ``--seeds`` run (those its summary lists), else none."""
-    if summary.get("seeds") is None:
-        return []
-    folders = [run / f"seed{s}" for s in summary["seeds"]]
-    missing = [f.name for f in folders if not (f / "summary.json").is_file()]
-    if missing:
-        raise UserError(f"{run} is a `train --seeds` run whose seed folder(s) {', '.join(missing)} lack summary.json")
-    return folders
+    return [run / f"seed{s}" for s in summary["seeds"]] if summary.get("seeds") is not None else []
 
 
 def _check_finished(run: Path) -> dict[str, Any]:
@@ -79,7 +66,9 @@ def _check_finished(run: Path) -> dict[str, Any]:
         if (run / "config.yaml").is_file():
             raise UserError(f"{run} has not finished (no summary.json); a record holds finished runs only")
         raise not_a_run(run, "summary.json")
-    summary = _read_json(run / "summary.json")
+    from .train import read_json_mapping
+
+    summary = read_json_mapping(run / "summary.json")
     if summary.get("completed") is not True:
         done, asked = summary.get("epochs"), summary.get("epochs_requested")
         raise UserError(f"{run} stopped at epoch {done} of {asked}; resume it (`snnlearn train ... --resume`) "
@@ -94,6 +83,7 @@ def write_record(run_dir: str | os.PathLike, dest: str | os.PathLike, *,
     ``$SNNLEARN_DATA/...`` (default: those of ``$SNNLEARN_DATA``). ``dest`` must not exist or be
     empty, so that a record is never a mixture of two runs."""
     from .data.lookup import env_roots
+    from .train import read_json_mapping, write_json_atomic
 
     run, out = Path(run_dir), Path(dest)
     roots = [Path(r) for r in data_roots] if data_roots is not None else env_roots()
@@ -117,8 +107,7 @@ def write_record(run_dir: str | os.PathLike, dest: str | os.PathLike, *,
                 if not (src / name).is_file():
                     continue
                 if name.endswith(".json"):
-                    obj = _rewrite_sources(_read_json(src / name), roots)
-                    (where / name).write_text(json.dumps(obj, indent=1))  # as the run wrote it
+                    write_json_atomic(where / name, _rewrite_sources(read_json_mapping(src / name), roots))
                 else:
                     shutil.copyfile(src / name, where / name)
                 written.append(dst / name)
