@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from snnlearn import cli
-from snnlearn.records import relative_source, write_record
+from snnlearn.records import machine_paths, relative_source, write_record
 from snnlearn.errors import UserError
 from toy_data import toy_npz
 
@@ -93,3 +93,20 @@ def test_relative_source(tmp_path):
     assert relative_source("/usr/share/datasets/fashion-mnist", [root]) == "/usr/share/datasets/fashion-mnist"
     assert relative_source("$SNNLEARN_DATA/mnist", [root]) == "$SNNLEARN_DATA/mnist"
     assert relative_source("", [root]) == ""
+
+
+def test_a_record_that_keeps_a_machine_path_is_flagged(tmp_path, capsys, monkeypatch):
+    data, run = _train(tmp_path)
+    source = str(data / "toy.npz")
+    assert machine_paths(run) == [source]  # a run names its data by this machine's path
+    monkeypatch.delenv("SNNLEARN_DATA", raising=False)
+    capsys.readouterr()
+    # no data root: the record keeps the path, and says so
+    assert cli.main(["record", str(run), "--into", str(tmp_path / "kept")]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and source in err and "SNNLEARN_DATA (or --data-root)" in err
+    assert machine_paths(tmp_path / "kept" / "run") == [source]
+    # with the root: portable, and silent
+    assert cli.main(["record", str(run), "--into", str(tmp_path / "portable"), "--data-root", str(data)]) == 0
+    assert capsys.readouterr().err == ""
+    assert machine_paths(tmp_path / "portable" / "run") == []

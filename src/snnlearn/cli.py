@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import statistics
 import sys
 import time
@@ -425,7 +426,7 @@ def _is_fraction(key: str) -> bool:
 
 
 def cmd_record(args) -> int:
-    from .records import write_record
+    from .records import DATA_VARIABLE, machine_paths, write_record
 
     names = [Path(run).resolve().name for run in args.run_dirs]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -434,6 +435,13 @@ def cmd_record(args) -> int:
     for run, name in zip(args.run_dirs, names):
         files = write_record(run, Path(args.into) / name, data_roots=args.data_roots)
         print(f"{Path(args.into) / name}: {len(files)} files")
+        kept = machine_paths(Path(args.into) / name)
+        if kept:
+            roots = ", ".join(map(str, args.data_roots or [])) or os.environ.get("SNNLEARN_DATA") or "unset"
+            print(f"snnlearn: warning: {Path(args.into) / name} names its data by this machine's path ({', '.join(kept)}), "
+                  f"not under the data root ({roots}); another machine cannot follow it. To record it portably, "
+                  f"remove the record and run `snnlearn record` again with SNNLEARN_DATA (or --data-root) set to the "
+                  f"folder that holds the data, which the record then writes as {DATA_VARIABLE}/...", file=sys.stderr)
     return 0
 
 

@@ -26,6 +26,9 @@ from .errors import UserError
 RECORD_FILES = ("config.yaml", "run.json", "metrics.jsonl", "summary.json")
 #: How a record spells the data root (the variable ``snnlearn`` searches, see ``snnlearn.data``).
 DATA_VARIABLE = "$SNNLEARN_DATA"
+#: Absolute data paths that a record may keep: a distribution's package folder is the same on
+#: every machine (Debian's ``dataset-fashion-mnist`` installs into ``/usr/share/datasets/``).
+SHARED_PREFIXES = ("/usr/share/",)
 
 
 def relative_source(source: str, roots: Sequence[Path]) -> str:
@@ -52,6 +55,22 @@ def _rewrite_sources(obj: dict[str, Any], roots: Sequence[Path]) -> dict[str, An
             if isinstance(entry, dict) and isinstance(entry.get("source"), str):
                 entry["source"] = relative_source(entry["source"], roots)
     return obj
+
+
+def machine_paths(record: str | os.PathLike) -> list[str]:
+    """The data sources that the record (or run) ``record`` still names by an absolute path of the
+    machine that trained it: another machine cannot follow them, so such a record is not portable."""
+    from .train import read_json_mapping
+
+    found: set[str] = set()
+    for path in sorted(Path(record).rglob("*.json")):
+        data = read_json_mapping(path).get("data")
+        sources = data.get("sources") if isinstance(data, dict) else None
+        for entry in (sources.values() if isinstance(sources, dict) else ()):
+            where = entry.get("source") if isinstance(entry, dict) else None
+            if isinstance(where, str) and Path(where).is_absolute() and not where.startswith(SHARED_PREFIXES):
+                found.add(where)
+    return sorted(found)
 
 
 def _seed_folders(run: Path, summary: dict[str, Any]) -> list[Path]:
