@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import statistics
 import sys
 import time
@@ -426,6 +425,7 @@ def _is_fraction(key: str) -> bool:
 
 
 def cmd_record(args) -> int:
+    from .data.lookup import env_roots
     from .records import DATA_VARIABLE, machine_paths, write_record
 
     names = [Path(run).resolve().name for run in args.run_dirs]
@@ -437,7 +437,7 @@ def cmd_record(args) -> int:
         print(f"{Path(args.into) / name}: {len(files)} files")
         kept = machine_paths(Path(args.into) / name)
         if kept:
-            roots = ", ".join(map(str, args.data_roots or [])) or os.environ.get("SNNLEARN_DATA") or "unset"
+            roots = ", ".join(map(str, args.data_roots or env_roots())) or "unset"
             print(f"snnlearn: warning: {Path(args.into) / name} names its data by this machine's path ({', '.join(kept)}), "
                   f"not under the data root ({roots}); another machine cannot follow it. To record it portably, "
                   f"remove the record and run `snnlearn record` again with SNNLEARN_DATA (or --data-root) set to the "

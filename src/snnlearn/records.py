@@ -47,13 +47,17 @@ def relative_source(source: str, roots: Sequence[Path]) -> str:
     return source
 
 
-def _rewrite_sources(obj: dict[str, Any], roots: Sequence[Path]) -> dict[str, Any]:
+def _source_entries(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``data.sources`` entries of a run's JSON (``run.json``, ``summary.json``) that name a source."""
     data = obj.get("data")
     sources = data.get("sources") if isinstance(data, dict) else None
-    if isinstance(sources, dict):
-        for entry in sources.values():
-            if isinstance(entry, dict) and isinstance(entry.get("source"), str):
-                entry["source"] = relative_source(entry["source"], roots)
+    return [e for e in (sources.values() if isinstance(sources, dict) else ())
+            if isinstance(e, dict) and isinstance(e.get("source"), str)]
+
+
+def _rewrite_sources(obj: dict[str, Any], roots: Sequence[Path]) -> dict[str, Any]:
+    for entry in _source_entries(obj):
+        entry["source"] = relative_source(entry["source"], roots)
     return obj
 
 
@@ -63,13 +67,12 @@ def machine_paths(record: str | os.PathLike) -> list[str]:
     from .train import read_json_mapping
 
     found: set[str] = set()
-    for path in sorted(Path(record).rglob("*.json")):
-        data = read_json_mapping(path).get("data")
-        sources = data.get("sources") if isinstance(data, dict) else None
-        for entry in (sources.values() if isinstance(sources, dict) else ()):
-            where = entry.get("source") if isinstance(entry, dict) else None
-            if isinstance(where, str) and Path(where).is_absolute() and not where.startswith(SHARED_PREFIXES):
-                found.add(where)
+    for name in (n for n in RECORD_FILES if n.endswith(".json")):  # not the checkpoints' JSON
+        for path in Path(record).rglob(name):
+            for entry in _source_entries(read_json_mapping(path)):
+                where = entry["source"]
+                if Path(where).is_absolute() and not where.startswith(SHARED_PREFIXES):
+                    found.add(where)
     return sorted(found)
 
 
